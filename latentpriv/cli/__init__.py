@@ -18,6 +18,7 @@ from latentpriv.errors import LatentprivError
 
 # command name -> "module:attribute" (module relative to latentpriv.cli)
 COMMANDS: dict[str, str] = {
+    "align": "align:align",
     "generate": "generate:generate",
     "weights": "weights:weights",
 }

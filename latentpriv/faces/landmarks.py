@@ -23,6 +23,12 @@ import numpy as np
 from latentpriv.errors import InputError
 from latentpriv.faces import models
 
+#: HOG detector margins: when some face scores at least CONFIDENT_SCORE, detections below WEAK_SCORE are
+#: dropped as likely false positives (e.g. textures on clothing, which can be larger than the real face).
+#: Faces of the 64x64 demo generator often score only 0-0.5, so a lone weak detection is kept.
+CONFIDENT_SCORE = 0.5
+WEAK_SCORE = 0.25
+
 #: Below this size (shorter side, pixels) an image cannot hold a detectable face even after upsampling.
 MIN_IMAGE_SIDE = 16
 
@@ -96,7 +102,8 @@ def detect_faces(image: np.ndarray, *, min_side: int = 256, max_side: int = 1024
             faces half as large).
 
     Returns:
-        A possibly empty list of :class:`Face`, sorted by box area, largest first.
+        A possibly empty list of :class:`Face`, sorted by box area, largest first. Detections with a
+        margin below :data:`WEAK_SCORE` are dropped when another one reaches :data:`CONFIDENT_SCORE`.
     """
     image = check_image(image)
     dlib = models.require_dlib()
@@ -118,6 +125,8 @@ def detect_faces(image: np.ndarray, *, min_side: int = 256, max_side: int = 1024
         pts = pts / lm_scale
         box = (rect.left() / scale, rect.top() / scale, rect.right() / scale, rect.bottom() / scale)
         faces.append(Face(box=box, landmarks=pts, score=float(score)))
+    if faces and max(f.score for f in faces) >= CONFIDENT_SCORE:
+        faces = [f for f in faces if f.score >= WEAK_SCORE]
     faces.sort(key=lambda f: f.area, reverse=True)
     return faces
 

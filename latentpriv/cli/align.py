@@ -1,0 +1,53 @@
+"""``latentpriv align``: FFHQ-align the face(s) of a photo (needs the ``face`` extra)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from latentpriv.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@click.command("align")
+@click.argument("photo", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Aligned image (PNG recommended). With --all-faces: NAME_0.png, NAME_1.png, ...")
+@click.option("--size", type=click.IntRange(16, 8192), default=1024, show_default=True,
+              help="Output side in pixels (1024 for StyleGAN FFHQ; the generator's resolution).")
+@click.option("--all-faces", is_flag=True, help="Align every face, one file per face, largest first.")
+def align(photo: Path, output: Path, size: int, all_faces: bool) -> None:
+    """Crop PHOTO the way FFHQ was cropped (dlib 68 landmarks -> eyes/mouth -> oriented square).
+
+    StyleGAN FFHQ only reconstructs faces aligned like its training set: align photos before
+    `latentpriv invert` (or use `invert --align`). The largest face is used unless --all-faces.
+
+    Needs `pip install -e ".[face]"`. The 68-point landmark model was trained on iBUG 300-W, whose licence
+    excludes commercial use.
+    """
+    from latentpriv.faces.align import align_faces, align_image
+    from latentpriv.faces.models import require_dlib
+    from latentpriv.io import load_image, save_image
+
+    require_dlib()
+    image = load_image(photo)
+    outputs: list[Path]
+    if all_faces:
+        aligned = align_faces(image, size)
+        if not aligned:
+            h, w = image.shape[:2]
+            raise InputError(f"{photo}: no face found in the {w}x{h} image; use a photo with a frontal face")
+        outputs = [output.with_name(f"{output.stem}_{i}{output.suffix or '.png'}") for i in range(len(aligned))]
+        images = [a.image for a in aligned]
+    else:
+        outputs = [output]
+        images = [align_image(image, size, name=str(photo))]
+    for out in outputs:
+        if out.exists() and out.resolve() == photo.resolve():
+            raise InputError(f"{out}: refusing to overwrite the input photo; choose another -o")
+    for out, img in zip(outputs, images, strict=True):
+        save_image(out, img)
+        click.echo(str(out))
