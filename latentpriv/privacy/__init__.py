@@ -1,0 +1,37 @@
+"""Differential privacy for latent attributes: mechanisms, noise sources, accounting, ledger, audit.
+
+* :mod:`~latentpriv.privacy.mechanisms` - :func:`privatize` and the mechanisms (laplace, gaussian, rr, seed)
+* :mod:`~latentpriv.privacy.noise` - OpenDP (secure) and seeded numpy noise behind one interface
+* :mod:`~latentpriv.privacy.accounting` - analytic Gaussian calibration, zCDP conversion
+* :mod:`~latentpriv.privacy.ledger` - append-only spend ledger with composition
+* :mod:`~latentpriv.privacy.audit` - empirical epsilon lower bounds (Clopper-Pearson)
+
+Submodules are imported on first use so that ``import latentpriv.privacy`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "privatize": "mechanisms",
+    "PrivatizeResult": "mechanisms",
+    "MECHANISMS": "mechanisms",
+    "calibrate": "mechanisms",
+    "audit": "audit",
+    "AuditResult": "audit",
+    "Ledger": "ledger",
+    "analytic_gaussian_sigma": "accounting",
+    "OpenDPNoise": "noise",
+    "SeededNoise": "noise",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'latentpriv.privacy' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"latentpriv.privacy.{module}"), name)
