@@ -1,0 +1,75 @@
+"""PSNR, SSIM (against scikit-image) and the LPIPS wrapper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from latentpriv.errors import InputError
+from latentpriv.metrics import lpips_distance, psnr, ssim
+
+
+def _noisy(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 256, (4, 48, 40, 3)).astype(np.float64)
+    # smooth random images (structure at several scales), so SSIM is far from its noise-only regime
+    import scipy.ndimage
+
+    return scipy.ndimage.gaussian_filter(base, (0, 2, 2, 0)).clip(0, 255).astype(np.uint8)
+
+
+def test_psnr_matches_definition_and_is_inf_for_identical(images):
+    b = _noisy(images, 10, 2)
+    got = psnr(images, b)
+    mse = ((images.astype(float) - b) ** 2).reshape(4, -1).mean(1)
+    np.testing.assert_allclose(got, 10 * np.log10(255**2 / mse))
+    assert psnr(images[0], images[0]) == float("inf")
+    assert isinstance(psnr(images[0], b[0]), float)
+    assert psnr(images[0], _noisy(images[0], 5, 3)) > psnr(images[0], _noisy(images[0], 30, 3))
+
+
+def test_ssim_matches_scikit_image(images):
+    from skimage.metrics import structural_similarity
+
+    for sigma in (5, 25, 60):
+        b = _noisy(images, sigma, 4)
+        got = ssim(images, b)
+        want = [structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                      data_range=255, channel_axis=-1) for x, y in zip(images, b, strict=True)]
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert ssim(images[1], images[1]) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_bad_inputs_are_one_line_errors(images):
+    with pytest.raises(InputError, match="shapes differ"):
+        psnr(images[0], images[0, :32])
+    with pytest.raises(InputError, match="uint8"):
+        ssim(images.astype(np.float32), images.astype(np.float32))
+    with pytest.raises(InputError, match="window"):
+        ssim(images[:, :8, :8], images[:, :8, :8])
+
+
+def test_lpips_wrapper_zero_for_identical_and_grows_with_noise(images):
+    from latentpriv.perceptual import PerceptualNetworks
+
+    torch.set_num_threads(1)
+    nets = PerceptualNetworks.random(torch.Generator().manual_seed(0))
+    small, strong = _noisy(images[:2], 8, 5), _noisy(images[:2], 60, 5)
+    d = lpips_distance(np.concatenate([images[:2], images[:2], images[:2]]),
+                       np.concatenate([images[:2], small, strong]), nets, batch_size=4)
+    assert d.shape == (6,)
+    np.testing.assert_array_equal(d[:2], 0.0)
+    assert (d[2:4] > 0).all() and (d[4:] > d[2:4]).all()
+    # the wrapper equals perceptual.lpips on [0,1] NCHW tensors, batched or not
+    from latentpriv.metrics import to_tensor01
+    from latentpriv.perceptual import lpips
+
+    ref = lpips(to_tensor01(images[:2]), to_tensor01(strong), nets).double().numpy()
+    np.testing.assert_allclose(lpips_distance(images[:2], strong, nets, batch_size=1), ref, rtol=1e-5)
