@@ -10,7 +10,7 @@ both pure apart from reading the input); :func:`run_batch` does everything else:
 * **Atomic, verifiable outputs**: every file goes through :func:`latentpriv.io.atomic_write`. The
   *sidecar* JSON is written last and records the input's sha256, the configuration's sha256 and every
   output's sha256, so its presence with matching hashes is what "complete" means.
-* **Resume**: a rerun skips complete items (verified: sidecar parses, input and config hashes match,
+* **Resume**: a rerun skips complete items (verified: sidecar parses, input/config hashes and seed match,
   each output exists with the recorded sha256, ``.npy`` outputs load finite); anything else is redone.
   ``overwrite=True`` redoes everything.
 * **Sharding**: the sorted items are cut into global batches of ``batch_size``; rank ``r`` of ``W`` takes
@@ -382,8 +382,8 @@ def _sanitize(obj: Any) -> Any:
 def check_complete(task: BatchTask, outdir: Path, item: BatchItem, config_hash: str) -> str | None:
     """None when ``item``'s outputs in ``outdir`` are complete and current, else the reason they are not.
 
-    Complete means: the sidecar exists and parses; it records this input's sha256 and this
-    configuration's hash; every output exists with the sha256 recorded in the sidecar; ``.npy`` outputs
+    Complete means: the sidecar exists and parses; it records this input's sha256, this
+    configuration's hash and this item's seed; every output exists with the sha256 recorded in the sidecar; ``.npy`` outputs
     load without pickle and hold only finite numbers; the task's ``verify`` hook passes.
     """
     sidecar = task.sidecar_path(outdir, item)
@@ -399,6 +399,8 @@ def check_complete(task: BatchTask, outdir: Path, item: BatchItem, config_hash: 
         return "input changed"
     if batch.get("config_sha256") != config_hash:
         return "configuration changed"
+    if batch.get("seed") != item.seed:
+        return "seed changed"
     paths = task.output_paths(outdir, item)
     for suffix, path in paths.items():
         if not path.is_file():
