@@ -19,6 +19,10 @@ from latentpriv.errors import LatentprivError
 # command name -> "module:attribute" (module relative to latentpriv.cli)
 COMMANDS: dict[str, str] = {
     "align": "align:align",
+    "audit": "audit:audit",
+    "ledger": "ledger:ledger",
+    "privatize": "privatize:privatize",
+    "sweep": "sweep:sweep",
     "generate": "generate:generate",
     "weights": "weights:weights",
 }

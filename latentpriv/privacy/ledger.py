@@ -36,7 +36,7 @@ import numpy as np
 from latentpriv.errors import InputError, PrivacyBudgetError
 from latentpriv.privacy.accounting import zcdp_to_dp
 
-__all__ = ["Ledger", "Spend", "Total", "default_ledger_path", "latent_key", "row_keys", "spend_from_record",
+__all__ = ["Ledger", "Spend", "Total", "default_ledger_path", "latent_key", "row_keys", "spend_from_calibration", "spend_from_record",
            "total_of"]
 
 LEDGER_VERSION = 1
@@ -80,11 +80,18 @@ class Spend:
         return "zcdp" if self.rho is not None else "pure"
 
 
+def spend_from_calibration(calib: Any) -> Spend:
+    """The :class:`Spend` of a :class:`~latentpriv.privacy.mechanisms.Calibration`."""
+    if calib.guarantee == "none":
+        return Spend(calib.mechanism, None, float(calib.delta), None)
+    return Spend(calib.mechanism, float(calib.epsilon), float(calib.delta), calib.rho)
+
+
 def spend_from_record(record: dict) -> Spend:
     """The :class:`Spend` of a privatize record (``latentpriv.privatize/1``)."""
     g = record["guarantee"]["type"]
     if g == "none":
-        return Spend(record["mechanism"], None, 0.0, None)
+        return Spend(record["mechanism"], None, float(record["delta"]), None)
     if g == "approx-dp":
         return Spend(record["mechanism"], float(record["epsilon"]), float(record["delta"]),
                      float(record["noise"]["rho_zcdp"]))
@@ -182,7 +189,95 @@ class Ledger:
 
     def append(self, keys: Iterable[str], spend: Spend, info: dict[str, Any] | None = None, *,
                max_epsilon: float | None = None, force: bool = False) -> list[dict[str, Any]]:
-        """Check (unless ``force``) and append in one locked step; return the lines written."""
+        """Check against ``max_epsilon`` (unless ``force``) and append, under one lock; return the lines."""
+        with self.transaction() as txn:
+            keys = list(keys)
+            if not force:
+                txn.check(keys, spend, max_epsilon=max_epsilon)
+            return txn.append(keys, spend, info, forced=force)
+
+
+def _parse(path: Path, text: str) -> list[dict[str, Any]]:
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise InputError(f"{path}:{i}: corrupt ledger line ({exc}); the ledger is append-only, restore it "
+                             "from a backup") from exc
+        if not isinstance(item, dict) or "input_sha256" not in item:
+            raise InputError(f"{path}:{i}: not a ledger entry")
+        out.append(item)
+    return out
+
+
+def _entry_spend(e: dict[str, Any]) -> Spend:
+    return Spend(e.get("mechanism", "?"), e.get("epsilon"), float(e.get("delta") or 0.0), e.get("rho_zcdp"))
+
+
+def _totals(entries: list[dict[str, Any]], keys: Iterable[str] | None) -> dict[str, Total]:
+    wanted = set(keys) if keys is not None else None
+    by_key: dict[str, list[Spend]] = {}
+    for e in entries:
+        k = e["input_sha256"]
+        if wanted is None or k in wanted:
+            by_key.setdefault(k, []).append(_entry_spend(e))
+    if wanted is not None:
+        for k in wanted:
+            by_key.setdefault(k, [])
+    return {k: total_of(k, v) for k, v in by_key.items()}
+
+
+class _Txn:
+    def __init__(self, ledger: Ledger, fd: int) -> None:
+        self.ledger, self.fd = ledger, fd
+
+    def _read(self) -> list[dict[str, Any]]:
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        chunks = []
+        while block := os.read(self.fd, 1 << 20):
+            chunks.append(block)
+        return _parse(self.ledger.path, b"".join(chunks).decode("utf-8"))
+
+    def totals(self, keys: Iterable[str] | None = None) -> dict[str, Total]:
+        return _totals(self._read(), keys)
+
+    def prospective(self, keys: Iterable[str], spends: Spend | Iterable[Spend]) -> dict[str, Total]:
+        """Totals per key if ``spends`` (one or several releases) were added to each."""
+        keys = list(keys)
+        extra = [spends] if isinstance(spends, Spend) else list(spends)
+        by_key: dict[str, list[Spend]] = {k: [] for k in keys}
+        for e in self._read():
+            if e["input_sha256"] in by_key:
+                by_key[e["input_sha256"]].append(_entry_spend(e))
+        return {k: total_of(k, [*v, *extra]) for k, v in by_key.items()}
+
+    def check(self, keys: Iterable[str], spends: Spend | Iterable[Spend], *,
+              max_epsilon: float | None) -> dict[str, Total]:
+        """Return the prospective totals; raise :class:`PrivacyBudgetError` if any key would exceed
+        ``max_epsilon`` (None: no limit)."""
+        after = self.prospective(keys, spends)
+        if max_epsilon is None:
+            return after
+        over = [t for t in after.values() if t.epsilon is None or t.epsilon > max_epsilon + 1e-12]
+        if over:
+            t = over[0]
+            spent = _totals(self._read(), [t.key])[t.key]
+            now = "unbounded" if spent.epsilon is None else f"{spent.epsilon:.4g}"
+            after_s = "unbounded (no guarantee)" if t.epsilon is None else f"{t.epsilon:.4g}"
+            raise PrivacyBudgetError(
+                f"release refused: input {t.key[:12]}... has spent epsilon {now} in {spent.releases} release(s) "
+                f"and this would bring it to {after_s} > --max-epsilon {max_epsilon:g}"
+                + (f" ({len(over)} of {len(after)} rows over)" if len(after) > 1 else "")
+                + f"; ledger {self.ledger.path}; use --force to release anyway"
+            )
+        return after
+
+    def append(self, keys: Iterable[str], spend: Spend, info: dict[str, Any] | None = None, *,
+               max_epsilon: float | None = None, force: bool = False) -> list[dict[str, Any]]:
+        """Check against ``max_epsilon`` (unless ``force``) and append, under one lock; return the lines."""
         with self.transaction() as txn:
             keys = list(keys)
             if not force:

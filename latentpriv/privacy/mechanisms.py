@@ -485,7 +485,7 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
         "two latents on opposite sides of each hyperplane at equal distance, with equal residual")
     guarantee["scope"] = SCOPE_TEXT
     if mechanism in ("laplace", "gaussian", "rr"):
-        guarantee["caveat"] = ("the proof covers the released coordinates on OpenDP's grid; the float "
+        guarantee["caveat"] = ("the proof covers the released coordinates on the noise grid; writing them into a "
                                f"{np.dtype(frame.dtype).name} latent adds rounding at the last-bit level")
 
     record: dict[str, Any] = {

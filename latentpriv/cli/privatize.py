@@ -1,0 +1,338 @@
+"""``latentpriv privatize``: release a latent with differentially private attribute coordinates.
+
+Thin layer over :func:`latentpriv.privatize`: resolve the directions, validate the parameters, check the
+ledger, draw, write ``<output>.npy`` + ``<output>.json`` (the record) atomically, optionally render.
+The helpers here are shared with ``latentpriv sweep``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from latentpriv.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+#: default latent space of a model when neither --space nor a loaded generator says otherwise
+MODEL_DEFAULT_SPACE = {"stylegan_ffhq": "w", "dcgan64": "z"}
+
+
+# ------------------------------------------------------------------------------------- shared helpers
+
+
+def parse_center(value: str) -> str | float:
+    """``--center``: ``auto`` or a number."""
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give a number (e.g. 0) or 'auto'", param_hint="--center") from None
+
+
+def parse_layers(value: str | None) -> list[int] | None:
+    """``--layers 0-7`` or ``0,1,2`` -> indices."""
+    if value is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in value.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give layer indices like 0-7 or 0,1,2", param_hint="--layers") from None
+    if not out:
+        raise click.BadParameter("no layer given", param_hint="--layers")
+    return out
+
+
+def parse_split(value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give comma-separated weights, e.g. 2,1",
+                                 param_hint="--epsilon-split") from None
+
+
+@dataclass
+class LatentInput:
+    path: Path
+    latent: np.ndarray     # validated float32: (N, D) for z/w, (N, L, D) for wp
+    raw_shape: tuple
+    space: str
+
+
+def infer_space(arr: np.ndarray, space: str | None, model: str, generator: Any | None = None) -> str:
+    if space:
+        return space
+    if arr.ndim == 3:
+        return "wp"
+    if generator is not None:
+        return str(generator.default_space)
+    return MODEL_DEFAULT_SPACE.get(model, "w")
+
+
+def load_latent_input(path: Path, *, space: str | None, model: str, generator: Any | None = None) -> LatentInput:
+    from latentpriv.io import check_latent, load_npy
+
+    arr = load_npy(path)
+    sp = infer_space(arr, space, model, generator)
+    if sp not in ("z", "w", "wp"):
+        raise InputError(f"--space {sp}: choose z, w or wp")
+    raw_shape = tuple(arr.shape)
+    if sp == "wp" and arr.ndim == 2:
+        arr = arr[None]
+    dim = arr.shape[-1] if arr.ndim else 0
+    checked = check_latent(arr, name=str(path), dim=dim,
+                           num_layers=arr.shape[1] if sp == "wp" and arr.ndim == 3 else None, space=sp)
+    # keep float64 inputs in float64; everything else is float32 (check_latent's canonical form)
+    lat = np.asarray(arr, dtype=np.float64).reshape(checked.shape) if arr.dtype == np.float64 else checked
+    return LatentInput(path, lat, raw_shape, sp)
+
+
+def load_generator_for(weights: str | None, model: str, device: str):
+    import latentpriv
+
+    return latentpriv.load_generator(weights or model, device=device)
+
+
+def resolve_center(center: str | float, dirs: np.ndarray, space: str, generator: Any | None) -> tuple[np.ndarray, str]:
+    """Centre per direction and a description. ``auto``: ``<w_avg, n_i>`` for W/W+, 0 for Z (prior mean)."""
+    if center != "auto":
+        return np.full(len(dirs), float(center)), "value"
+    if space == "z":
+        return np.zeros(len(dirs)), "auto: Z prior mean 0"
+    if generator is None or getattr(generator, "w_avg", None) is None:
+        raise ConfigError("--center auto needs a generator with w_avg: pass --weights FILE or --model NAME "
+                          "whose weights are present")
+    w_avg = generator.w_avg.detach().cpu().numpy().astype(np.float64).reshape(-1)
+    if w_avg.size != dirs.shape[1]:
+        raise InputError(f"generator w_avg has dimension {w_avg.size}, directions {dirs.shape[1]}")
+    return dirs @ w_avg, "auto: <w_avg, n_i> of the generator"
+
+
+def check_outputs(paths: list[Path], inputs: list[Path], overwrite: bool) -> None:
+    """Refuse to overwrite an input ever, or an existing output unless ``overwrite``."""
+    resolved_inputs = {p.resolve() for p in inputs}
+    for p in paths:
+        if p.resolve() in resolved_inputs:
+            raise InputError(f"{p}: refusing to overwrite the input; choose another -o")
+        if p.exists() and not overwrite:
+            raise InputError(f"{p}: already exists; pass --overwrite to replace it or choose another -o")
+
+
+def render_latents(G, latent: np.ndarray, space: str) -> np.ndarray:
+    """uint8 [N, H, W, 3] images of a latent batch (the generator's default truncation for Z/W)."""
+    import torch
+
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(latent, dtype=np.float32))
+        device = getattr(G, "device", None)
+        if isinstance(device, torch.device):
+            x = x.to(device)
+        images = G.synthesize(x, space=space)
+    return G.to_uint8(images)
+
+
+def privacy_options(f):
+    """Options shared by privatize and sweep."""
+    opts = [
+        click.option("--attr", "attrs", multiple=True, metavar="NAME",
+                     help="Attribute direction (age, eyeglasses, gender, pose, smile; or a trained one). "
+                          "Repeat for several: orthogonalised by Gram-Schmidt in the order given."),
+        click.option("--boundary", "boundary_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Any other unit-normal boundary .npy ((1,D) or (D,)); repeatable."),
+        click.option("--condition", "conditions", multiple=True, metavar="ATTR",
+                     help="Project this attribute out of every direction first (InterFaceGAN project_boundary)."),
+        click.option("--mechanism", type=click.Choice(["laplace", "gaussian", "rr", "seed"]), default="laplace",
+                     show_default=True,
+                     help="laplace: pure eps-DP; gaussian: (eps,delta)-DP, analytic sigma; rr: randomized "
+                          "response on the side only; seed: the research notebook's step, NO guarantee."),
+        click.option("--delta", type=float, default=None,
+                     help="delta for gaussian/seed (required there, e.g. 1e-5); not accepted by laplace/rr."),
+        click.option("--clip-radius", type=float, default=3.0, show_default=True,
+                     help="B: coordinates are clamped to [c-B, c+B] (sensitivity 2B)."),
+        click.option("--center", default="0", show_default=True,
+                     help="c: a number, or 'auto' = <w_avg, n> of the generator (needs --weights/--model)."),
+        click.option("--epsilon-split", default=None, metavar="W1,W2,...",
+                     help="Weights splitting epsilon over the directions (default equal)."),
+        click.option("--noise-clip", type=float, default=1.0, show_default=True,
+                     help="seed mechanism only: the notebook's clipping threshold C of the shift."),
+        click.option("--space", type=click.Choice(["z", "w", "wp"]), default=None,
+                     help="Latent space of INPUT (default: wp for 3-D arrays, else the model's default)."),
+        click.option("--layers", default=None, metavar="0-7|0,1,..",
+                     help="W+ only: layers to edit (default all)."),
+        click.option("--model", default="stylegan_ffhq", show_default=True,
+                     help="Model whose boundaries --attr names (boundaries are {model}_{attr}[_w]_boundary.npy)."),
+        click.option("--weights", default=None, metavar="FILE|NAME",
+                     help="Generator weights for rendering / --center auto (default: --model's registered weights)."),
+        click.option("--device", default="auto", show_default=True, help="Device for rendering: auto, cpu, cuda[:N]."),
+        click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Privacy ledger (default $LATENTPRIV_LEDGER or ~/.local/share/latentpriv/ledger.jsonl)."),
+        click.option("--max-epsilon", type=float, default=None,
+                     help="Refuse a release that would bring any input's total epsilon above this."),
+        click.option("--force", is_flag=True, help="Release even past --max-epsilon (recorded as forced)."),
+        click.option("--seed", type=click.IntRange(0), default=None,
+                     help="Seeded numpy noise for reproducible experiments: NOT for release."),
+        click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def validate_common(mechanism: str, delta: float | None, max_epsilon: float | None) -> float:
+    """The delta to pass on (0.0 when absent)."""
+    from latentpriv.privacy.accounting import check_number
+
+    if max_epsilon is not None:
+        check_number("--max-epsilon", max_epsilon, low=0.0)
+    if delta is None:
+        if mechanism in ("gaussian", "seed"):
+            raise ConfigError(f"--mechanism {mechanism} needs --delta in (0, 1), e.g. --delta 1e-5")
+        return 0.0
+    if mechanism in ("laplace", "rr"):
+        raise ConfigError(f"--delta does not apply to --mechanism {mechanism} (pure epsilon-DP); drop it")
+    return delta
+
+
+def warn(msg: str) -> None:
+    click.echo(f"Warning: {msg}", err=True)
+
+
+def default_output(path: Path) -> Path:
+    return path.with_name(f"{path.stem}_private.npy")
+
+
+# ------------------------------------------------------------------------------------- the command
+
+
+@click.command("privatize")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--epsilon", type=float, required=True, help="Privacy budget per face (total over the directions).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Released latent (default: INPUT_private.npy); the record goes beside it as .json.")
+@click.option("--render", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also render the released latent to this image (one file per row: NAME_i.png for N > 1).")
+@privacy_options
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON on stdout.")
+def privatize(input_path: Path, epsilon: float, output: Path | None, render: Path | None, attrs, boundary_files,
+              conditions, mechanism, delta, clip_radius, center, epsilon_split, noise_clip, space, layers, model,
+              weights, device, ledger_path, max_epsilon, force, seed, overwrite, as_json) -> None:
+    """Release INPUT (a latent .npy) with its attribute coordinates privatised.
+
+    Each row of INPUT is one face (local DP). The record (.json beside the output) states the guarantee;
+    it never contains the true coordinate or the noise. Every release is appended to the privacy ledger.
+
+    \b
+    Example:
+      latentpriv privatize w.npy --attr smile --epsilon 1.0 --max-epsilon 4
+    """
+    import json
+
+    from latentpriv.boundaries import resolve_directions
+    from latentpriv.io import save_image, save_npy, write_json
+    from latentpriv.privacy.ledger import Ledger, row_keys, spend_from_calibration, spend_from_record
+    from latentpriv.privacy.mechanisms import calibrate
+    from latentpriv.privacy.mechanisms import privatize as _privatize
+    from latentpriv.privacy.noise import make_noise_source
+
+    delta_v = validate_common(mechanism, delta, max_epsilon)
+    center_v = parse_center(center)
+    layer_idx = parse_layers(layers)
+    split = parse_split(epsilon_split)
+
+    G = load_generator_for(weights, model, device) if (render is not None or center_v == "auto") else None
+    inp = load_latent_input(input_path, space=space, model=model, generator=G)
+    dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
+                                      model=model, space=inp.space, dim=inp.latent.shape[-1])
+    centers, center_mode = resolve_center(center_v, dirs, inp.space, G)
+    noise = make_noise_source(seed)
+    calib = calibrate(mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius, k=len(dirs),
+                      epsilon_split=split, noise_clip=noise_clip, grid_slack=noise.grid_slack())
+    if layer_idx is not None and inp.space != "wp":
+        raise ConfigError("--layers applies only to W+ latents (--space wp)")
+
+    output = output or default_output(input_path)
+    record_path = output.with_suffix(".json")
+    n = inp.latent.shape[0]
+    render_paths = []
+    if render is not None:
+        render_paths = [render] if n == 1 else [render.with_name(f"{render.stem}_{i}{render.suffix or '.png'}")
+                                                for i in range(n)]
+    check_outputs([output, record_path, *render_paths], [input_path], overwrite)
+
+    if mechanism == "seed":
+        warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
+    if seed is not None:
+        warn(f"--seed {seed}: reproducible numpy noise, NOT for release")
+
+    spend = spend_from_calibration(calib)
+    ledger = Ledger(ledger_path)
+    keys = row_keys(inp.latent)
+    names = [b.attribute or b.name for b in bounds]
+    release_id = uuid.uuid4().hex
+    with ledger.transaction() as txn:
+        after = txn.check(keys, spend, max_epsilon=None if force else max_epsilon)
+        if force and max_epsilon is not None:
+            over = [t for t in after.values() if t.epsilon is None or t.epsilon > max_epsilon]
+            if over:
+                warn(f"--force: {len(over)} input(s) go past --max-epsilon {max_epsilon:g}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = _privatize(inp.latent, dirs, epsilon=epsilon, delta=delta_v, mechanism=mechanism,
+                                clip_radius=clip_radius, center=centers, noise=noise, epsilon_split=split,
+                                layers=layer_idx, noise_clip=noise_clip, attributes=names)
+        record = result.record
+        if spend_from_record(record) != spend:  # pragma: no cover - internal consistency
+            raise RuntimeError("internal error: the record's spend differs from the calibrated one")
+        record.update({
+            "release_id": release_id,
+            "input": str(input_path),
+            "output": str(output),
+            "space": inp.space,
+            "model": model,
+            "center_mode": center_mode,
+            "boundaries": [b.info() for b in bounds],
+            "conditions": list(conditions),
+            "ledger": str(ledger.path),
+        })
+        if G is not None:
+            record["generator"] = G.info()
+        # ledger first: a crash after this over-counts (safe), never under-counts
+        txn.append(keys, spend, {"release_id": release_id, "input_file": str(input_path), "output": str(output),
+                                 "attributes": names, "command": "privatize"}, forced=force)
+        save_npy(output, result.latent.reshape(inp.raw_shape))
+        write_json(record_path, record)
+    totals = ledger.totals(keys)
+
+    if render_paths:
+        images = render_latents(G, result.latent, inp.space)
+        for p, img in zip(render_paths, images, strict=True):
+            save_image(p, img)
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+        return
+    click.echo(str(output))
+    for p in render_paths:
+        click.echo(str(p))
+    spent = [t.epsilon for t in totals.values()]
+    worst = "unbounded" if any(s is None for s in spent) else f"{max(spent):.4g}"
+    g = record["guarantee"]
+    claim = "no guarantee" if g["type"] == "none" else g["statement"]
+    click.echo(f"{mechanism}: {claim}; ledger total for this input: epsilon {worst}"
+               + (f" (delta {max(t.delta for t in totals.values()):.3g})" if calib.delta else ""), err=True)
