@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "ledger": "ledger:ledger",
     "privatize": "privatize:privatize",
     "sweep": "sweep:sweep",
+    "boundary": "boundary:boundary",
     "generate": "generate:generate",
     "weights": "weights:weights",
 }

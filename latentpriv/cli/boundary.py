@@ -1,0 +1,187 @@
+"""``latentpriv boundary``: train InterFaceGAN boundaries (``train``) and list the known ones (``list``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from latentpriv.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: boundary/attribute name -> scorer key of latentpriv.faces.attributes.score_images
+ATTRIBUTE_ALIASES = {"pose": "yaw"}
+
+
+def write_boundary(path: Path, boundary, record: dict) -> tuple[Path, Path]:
+    """Write ``boundary`` to ``path`` (.npy, atomically, exactly :func:`npy_bytes`) and ``record`` beside it
+    as ``<stem>.json``. Returns both paths."""
+    from latentpriv.boundary_train import npy_bytes
+    from latentpriv.io import atomic_write, write_json
+
+    path = Path(path)
+    json_path = path.with_suffix(".json")
+    with atomic_write(path) as fh:
+        fh.write(npy_bytes(boundary))
+    write_json(json_path, record)
+    return path, json_path
+
+
+def scorer_for(attribute: str):
+    """``(score_key, description)`` of the landmark scorer behind ``attribute`` (``pose`` means ``yaw``)."""
+    from latentpriv.faces.attributes import ATTRIBUTES
+
+    key = ATTRIBUTE_ALIASES.get(attribute, attribute)
+    if key not in ATTRIBUTES:
+        raise InputError(
+            f"--attr {attribute}: no scorer for it; scorers: {', '.join(ATTRIBUTES)} (and 'pose' = yaw); "
+            "for other attributes pass --latents and --scores"
+        )
+    return key, f"latentpriv.faces.attributes.score_images['{key}'] (dlib 68-point landmarks)"
+
+
+@click.group("boundary")
+def boundary() -> None:
+    """Train and list attribute boundaries (unit normals of linear SVMs in a latent space)."""
+
+
+@boundary.command("train")
+@click.option("--model", "model", default=None, metavar="NAME|FILE",
+              help="Generator to sample from (e.g. dcgan64, stylegan_ffhq, or a weights file).")
+@click.option("--attr", "attribute", required=True,
+              help="Attribute: smile, mouth_open, yaw (alias pose), eyes_open; any label with --scores.")
+@click.option("--num", type=click.IntRange(10), default=2000, show_default=True, help="Latents to sample.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds the latent sampler (torch) and the per-class shuffles (numpy).")
+@click.option("--ratio", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+              help="Fraction (<=1) or count (>1) per class taken from each end of the score ranking "
+                   "(InterFaceGAN's 0.02 assumed 500k samples).")
+@click.option("--split", "split_ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.7,
+              show_default=True, help="Per-class fraction used for training; the rest validates.")
+@click.option("--C", "C", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="SVM regularisation (smaller = smoother; 0.01 suits dcgan64's 100-d Z).")
+@click.option("--classifier", type=click.Choice(["svc", "linearsvc"]), default="svc", show_default=True,
+              help="svc = SVC(kernel='linear') as InterFaceGAN; linearsvc is faster for large --num.")
+@click.option("--space", type=click.Choice(["z", "w"]), default=None,
+              help="Latent space to train in (default: the model's default space).")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--latents", "latents_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Use these latents (.npy, [N, D]) instead of sampling.")
+@click.option("--scores", "scores_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Scores for --latents (.npy, [N] or [N, 1]; NaN = invalid).")
+@click.option("--save-samples", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also save the sampled latents.npy and scores.npy here (for re-training without re-scoring).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Boundary .npy to write; its record goes to the same name with .json.")
+def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space, batch_size, device,
+          latents_file, scores_file, save_samples, output) -> None:
+    """Train a boundary for ATTR the InterFaceGAN way and report its validation accuracy.
+
+    \b
+    Sample and score (needs the face extra):
+      latentpriv boundary train --model dcgan64 --attr smile --num 2000 --seed 0 -o boundaries/dcgan64_smile_boundary.npy
+    From your own latents and scores:
+      latentpriv boundary train --latents z.npy --scores s.npy --attr age -o age_boundary.npy
+    """
+    import numpy as np
+
+    from latentpriv.boundary_train import boundary_record, train_boundary
+    from latentpriv.io import load_npy, save_npy
+
+    if output.suffix != ".npy":
+        raise InputError(f"-o {output}: the boundary file must end in .npy")
+    if (latents_file is None) != (scores_file is None):
+        raise InputError("--latents and --scores go together; give both or neither")
+    inputs = [p for p in (latents_file, scores_file) if p is not None]
+    for p in inputs:
+        if p.resolve() in (output.resolve(), output.with_suffix(".json").resolve()):
+            raise InputError(f"-o {output}: refusing to overwrite the input {p}; choose another -o")
+
+    model_name = model_info = None
+    sampler_seed = None
+    if latents_file is not None:
+        latents = load_npy(latents_file)
+        scores = load_npy(scores_file)
+        if latents.ndim != 2:
+            raise InputError(f"{latents_file}: latents have shape {latents.shape}, expected (N, D)")
+        if not np.issubdtype(scores.dtype, np.number):
+            raise InputError(f"{scores_file}: scores have dtype {scores.dtype}, expected numbers")
+        scorer = f"scores file {scores_file}"
+        model_name = model
+        space = space or "unknown"
+        num_used = int(latents.shape[0])
+    else:
+        if model is None:
+            raise InputError("--model is required unless --latents/--scores are given (e.g. --model dcgan64)")
+        import torch
+
+        from latentpriv.boundary_train import sample_and_score
+        from latentpriv.devices import resolve_device
+        from latentpriv.faces.attributes import score_images
+        from latentpriv.faces.models import require_dlib
+        from latentpriv.models.registry import load_generator
+
+        key, scorer = scorer_for(attribute)
+        require_dlib()
+        G = load_generator(model, device=resolve_device(device))
+        space = space or G.default_space
+        model_name, model_info = G.name, G.info()
+        click.echo(f"sampling and scoring {num} images from {G.name} (seed {seed}) ...", err=True)
+        latents, all_scores = sample_and_score(G, score_images, num, generator=torch.Generator().manual_seed(seed),
+                                               batch_size=batch_size, space=space)
+        scores = all_scores[key]
+        sampler_seed, num_used = seed, num
+        if save_samples is not None:
+            save_npy(save_samples / "latents.npy", latents)
+            for k, v in all_scores.items():
+                save_npy(save_samples / f"scores_{k}.npy", v)
+
+    result = train_boundary(latents, scores, rng=np.random.default_rng(seed), ratio=ratio, split_ratio=split_ratio,
+                            classifier=classifier, C=C)
+    record = boundary_record(result, name=output.stem, attribute=attribute, scorer=scorer, space=space,
+                             model=model_name, model_info=model_info, num=num_used, sampler_seed=sampler_seed,
+                             split_seed=seed, latents_source=str(latents_file) if latents_file else None,
+                             scores_source=str(scores_file) if scores_file else None)
+    npy, js = write_boundary(output, result.boundary, record)
+    click.echo(
+        f"{attribute}: validation accuracy {result.val_accuracy:.3f} (train {result.train_accuracy:.3f}; "
+        f"{result.num_valid}/{result.num_samples} valid scores, {result.chosen} per class)", err=True,
+    )
+    click.echo(str(npy))
+    click.echo(str(js))
+
+
+@boundary.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(as_json: bool) -> None:
+    """Every known boundary (InterFaceGAN's and the project's), its space and whether it is present."""
+    from latentpriv.boundaries import list_boundaries
+
+    rows = [_row(b) for b in list_boundaries()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no boundaries known")
+        return
+    width = max(len(r["name"]) for r in rows)
+    click.echo(f"{'name':<{width}}  space  present  source")
+    for r in rows:
+        click.echo(f"{r['name']:<{width}}  {str(r['space']):<5}  {'yes' if r['present'] else 'no ':<7}  "
+                   f"{r['path'] or r['source'] or ''}")
+
+
+def _row(b) -> dict:
+    """A boundary description (dataclass or dict from latentpriv.boundaries) as a plain dict."""
+    import dataclasses
+
+    d = dataclasses.asdict(b) if dataclasses.is_dataclass(b) else dict(b)
+    return {
+        "name": d.get("name"), "space": d.get("space"), "present": bool(d.get("present")),
+        "path": str(d["path"]) if d.get("path") else None, "source": d.get("source"),
+        "model": d.get("model"), "attribute": d.get("attribute"),
+    }
