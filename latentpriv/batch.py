@@ -749,3 +749,178 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         write_json(outdir / SUMMARY_NAME, summary.to_dict())
     dist.barrier()  # nobody leaves (and tears the group down) before the summary is on disk
     return summary
+
+
+# ------------------------------------------------------------------------------------- command adapters
+#
+# The commands ``latentpriv invert DIR -o OUTDIR`` and ``latentpriv privatize DIR -o OUTDIR`` call these
+# when their INPUT is a folder. They build a BatchTask from the command's options and hand it to
+# :func:`run_cli`, which joins the torchrun process group, runs, prints the summary on rank 0 and exits
+# with the summary's code.
+
+
+def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Path | None, *, device: str,
+            batch_size: int = 1, overwrite: bool = False, seed: int | None = None, progress: bool = True,
+            as_json: bool = False) -> BatchSummary:
+    """Run a folder command: process group from torchrun's environment, task, summary, exit code.
+
+    ``build_task(dist)`` makes the task once the rank's device is known (``dist.device``). Prints the
+    summary line (or the summary as JSON) on rank 0 and raises ``SystemExit(1)`` on every rank when an
+    item failed, ``SystemExit(128 + signal)`` when interrupted.
+    """
+    import sys
+
+    import click
+
+    from latentpriv.distributed import init_distributed
+
+    if outdir is None:
+        raise InputError(f"{input_dir} is a folder: pass -o OUTDIR, the folder for the outputs")
+    with init_distributed(device) as dist:
+        task = build_task(dist)
+        try:
+            summary = run_batch(task, input_dir, outdir, dist=dist, batch_size=batch_size, overwrite=overwrite,
+                                seed=seed, progress=progress and sys.stderr.isatty())
+        except BatchInterrupted as exc:
+            if dist.is_main or not dist.active:
+                click.echo(f"Error: {task.name} {exc} after {exc.done} item(s) on this process; finished items "
+                           f"are kept in {outdir}; rerun the same command to resume", err=True)
+            raise SystemExit(exc.exit_code) from None
+    if dist.is_main:
+        if as_json:
+            click.echo(json.dumps(summary.to_dict(), indent=2))
+        else:
+            click.echo(summary.line())
+            click.echo(f"records: {Path(outdir) / RESULTS_NAME}, summary: {Path(outdir) / SUMMARY_NAME}", err=True)
+    if summary.exit_code:
+        raise SystemExit(summary.exit_code)
+    return summary
+
+
+def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
+                   boundary_files: Sequence[Path] = (), conditions: Sequence[str] = (),
+                   mechanism: str = "laplace", delta: float | None = None, clip_radius: float = 3.0,
+                   center: str = "0", epsilon_split: str | None = None, noise_clip: float = 1.0,
+                   space: str | None = None, layers: str | None = None, model: str = "stylegan_ffhq",
+                   weights: str | None = None, device: Any = "cpu", ledger_path: Path | None = None,
+                   max_epsilon: float | None = None, force: bool = False, seed: int | None = None,
+                   warn: Callable[[str], None] | None = None) -> BatchTask:
+    """The ``privatize`` command as a :class:`BatchTask`: ``STEM.npy -> STEM_private.npy + STEM_private.json``.
+
+    Same options and same release as ``latentpriv privatize FILE`` (its helpers are reused): directions
+    resolved per latent space, the ledger checked and appended under its file lock for each file (so
+    several processes share one ledger safely), the ledger line written *before* the output (a crash
+    in between over-counts, never under-counts). With ``seed`` each file gets its own seeded noise
+    (``item_seed(seed, name)``), never one stream shared by all files. Files are processed one at a
+    time and never retried within a run (a release is a side effect).
+    """
+    import warnings
+
+    from latentpriv.boundaries import resolve_directions
+    from latentpriv.cli.privatize import (
+        load_generator_for,
+        load_latent_input,
+        parse_center,
+        parse_layers,
+        parse_split,
+        resolve_center,
+        validate_common,
+    )
+    from latentpriv.privacy.ledger import Ledger, row_keys, spend_from_calibration
+    from latentpriv.privacy.mechanisms import calibrate
+    from latentpriv.privacy.mechanisms import privatize as _privatize
+    from latentpriv.privacy.noise import make_noise_source
+
+    delta_v = validate_common(mechanism, delta, max_epsilon)
+    center_v = parse_center(center)
+    layer_idx = parse_layers(layers)
+    split = parse_split(epsilon_split)
+    if layer_idx is not None and space not in (None, "wp"):
+        from latentpriv.errors import ConfigError
+
+        raise ConfigError("--layers applies only to W+ latents (--space wp)")
+    G = load_generator_for(weights, model, str(device)) if center_v == "auto" else None
+    n_dirs = len(attrs) + len(boundary_files)
+    if n_dirs == 0:
+        raise InputError("no direction given; use --attr NAME (e.g. smile) or --boundary FILE")
+    calib = calibrate(mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius, k=n_dirs,
+                      epsilon_split=split, noise_clip=noise_clip, grid_slack=make_noise_source(seed).grid_slack())
+    spend = spend_from_calibration(calib)
+    ledger = Ledger(ledger_path)
+    if warn is not None:
+        if mechanism == "seed":
+            warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
+        if seed is not None:
+            warn(f"--seed {seed}: reproducible numpy noise (one seed per file), NOT for release")
+    directions: dict[tuple[str, int], tuple[np.ndarray, list[Any], np.ndarray, str]] = {}
+
+    def directions_for(sp: str, dim: int):
+        if (sp, dim) not in directions:
+            dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
+                                              model=model, space=sp, dim=dim)
+            centers, center_mode = resolve_center(center_v, dirs, sp, G)
+            directions[(sp, dim)] = (dirs, bounds, centers, center_mode)
+        return directions[(sp, dim)]
+
+    def load(item: BatchItem) -> Any:
+        inp = load_latent_input(item.path, space=space, model=model, generator=G)
+        if layer_idx is not None and inp.space != "wp":
+            raise InputError(f"{item.path}: --layers applies only to W+ latents, this one is {inp.space}")
+        return inp
+
+    def process(items: list[BatchItem], inputs: list[Any]) -> list[ItemOutput | Exception]:
+        outs: list[ItemOutput | Exception] = []
+        for item, inp in zip(items, inputs, strict=True):
+            try:
+                outs.append(release(item, inp))
+            except LatentprivError as exc:
+                outs.append(exc)
+        return outs
+
+    def release(item: BatchItem, inp: Any) -> ItemOutput:
+        dirs, bounds, centers, center_mode = directions_for(inp.space, int(inp.latent.shape[-1]))
+        names = [b.attribute or b.name for b in bounds]
+        keys = row_keys(inp.latent)
+        release_id = uuid.uuid4().hex
+        output = outdir / f"{item.stem}_private.npy"
+        noise = make_noise_source(item.seed)
+        with ledger.transaction() as txn:
+            after = txn.check(keys, spend, max_epsilon=None if force else max_epsilon)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = _privatize(inp.latent, dirs, epsilon=epsilon, delta=delta_v, mechanism=mechanism,
+                                    clip_radius=clip_radius, center=centers, noise=noise, epsilon_split=split,
+                                    layers=layer_idx, noise_clip=noise_clip, attributes=names)
+            record = dict(result.record)
+            record.update({
+                "release_id": release_id, "input": str(item.path), "output": str(output), "space": inp.space,
+                "model": model, "center_mode": center_mode, "boundaries": [b.info() for b in bounds],
+                "conditions": list(conditions), "ledger": str(ledger.path),
+            })
+            if G is not None:
+                record["generator"] = G.info()
+            # the ledger line goes first: a crash before the output is written over-counts, never under-counts
+            txn.append(keys, spend, {"release_id": release_id, "input_file": str(item.path), "output": str(output),
+                                     "attributes": names, "command": "privatize", "batch_item": item.name},
+                       forced=force)
+        totals = [t.epsilon for t in after.values()]
+        metrics = {"epsilon": spend.epsilon, "delta": spend.delta, "rows": len(keys),
+                   "epsilon_total": None if any(t is None for t in totals) else max(totals)}
+        return ItemOutput(files={"_private.npy": result.latent.reshape(inp.raw_shape)}, record=record,
+                          metrics=metrics)
+
+    def verify(item: BatchItem, paths: dict[str, Path]) -> None:
+        from latentpriv.io import load_npy
+
+        load_npy(paths["_private.npy"])
+
+    boundary_hashes = {str(p): sha256_file(p) for p in boundary_files if Path(p).is_file()}
+    config = {
+        "command": "privatize", "epsilon": epsilon, "delta": delta_v, "mechanism": mechanism,
+        "clip_radius": clip_radius, "center": center, "epsilon_split": split, "noise_clip": noise_clip,
+        "space": space, "layers": layer_idx, "model": model, "attrs": list(attrs), "conditions": list(conditions),
+        "boundary_files": boundary_hashes, "weights": weights if center_v == "auto" else None, "seed": seed,
+    }
+    return BatchTask(name="privatize", input_suffixes=(".npy",), output_suffixes=("_private.npy",),
+                     sidecar_suffix="_private.json", load=load, process=process, config=config, verify=verify,
+                     retry_alone=False)

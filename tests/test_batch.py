@@ -379,3 +379,78 @@ def test_sigterm_under_torchrun_then_resume_in_one_process(tmp_path):
     for name in names:
         stem = Path(name).stem
         np.testing.assert_array_equal(np.load(out / f"{stem}.npy"), np.load(ref / f"{stem}.npy"))
+
+
+# ------------------------------------------------------------------------------- privatize over a folder
+
+
+def _latents(folder: Path, n: int, dim: int = 512, same: bool = False) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(11)
+    base = rng.standard_normal((1, dim)).astype(np.float32)
+    names = []
+    for i in range(n):
+        name = f"w{i:02d}.npy"
+        np.save(folder / name, base if same else rng.standard_normal((1, dim)).astype(np.float32))
+        names.append(name)
+    return names
+
+
+def _boundary(path: Path, dim: int = 512) -> Path:
+    b = np.random.default_rng(5).standard_normal((1, dim))
+    np.save(path, b / np.linalg.norm(b))
+    return path
+
+
+def _privatize_task(tmp_path: Path, **kw):
+    opts = dict(outdir=tmp_path / "out", epsilon=1.0, boundary_files=[_boundary(tmp_path / "b.npy")],
+                ledger_path=tmp_path / "ledger.jsonl", space="w", seed=3)
+    opts.update(kw)
+    return batch.privatize_task(**opts)
+
+
+def _ledger_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_privatize_folder_releases_each_file_once_and_resume_spends_nothing(tmp_path):
+    names = _latents(tmp_path / "in", 4)
+    task = _privatize_task(tmp_path)
+    first = run_batch(task, tmp_path / "in", tmp_path / "out", seed=3)
+    assert first.ok == 4
+    assert len(_ledger_lines(tmp_path / "ledger.jsonl")) == 4
+    shifts = []
+    for name in names:
+        stem = Path(name).stem
+        w = np.load(tmp_path / "in" / name)
+        released = np.load(tmp_path / "out" / f"{stem}_private.npy")
+        assert released.shape == w.shape
+        record = json.loads((tmp_path / "out" / f"{stem}_private.json").read_text())
+        assert record["mechanism"] == "laplace" and record["batch"]["input"] == name
+        shifts.append(float(((released - w) @ np.load(tmp_path / "b.npy").T).item()))
+    assert len(set(np.round(shifts, 6))) == 4     # per-file seeds: no shared noise stream
+    again = run_batch(task, tmp_path / "in", tmp_path / "out", seed=3)
+    assert (again.ok, again.skipped) == (0, 4)
+    assert len(_ledger_lines(tmp_path / "ledger.jsonl")) == 4   # skipped files spend nothing
+
+
+def _release_repeatedly(task: BatchTask, item: batch.BatchItem, n: int) -> None:
+    for _ in range(n):
+        task.process([item], [task.load(item)])
+
+
+def test_processes_sharing_one_ledger_never_overspend(tmp_path):
+    """4 processes race to release the same latent 5 times each under --max-epsilon 7 at epsilon 1."""
+    _latents(tmp_path / "in", 1)
+    task = _privatize_task(tmp_path, max_epsilon=7.0, seed=None)   # secure noise; imports done before fork
+    item = batch._with_sha(batch.BatchItem(0, "w00.npy", tmp_path / "in" / "w00.npy"))
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_release_repeatedly, args=(task, item, 5)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = _ledger_lines(tmp_path / "ledger.jsonl")
+    assert len(lines) == 7                                  # exactly the budget, not one release more
+    assert len({line["release_id"] for line in lines}) == 7
