@@ -1,0 +1,184 @@
+"""``latentpriv sweep``: the privacy/utility picture - a labelled grid of releases over epsilon."""
+
+from __future__ import annotations
+
+import math
+import uuid
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+
+from latentpriv.cli.privatize import (
+    check_outputs,
+    load_generator_for,
+    load_latent_input,
+    parse_center,
+    parse_layers,
+    parse_split,
+    privacy_options,
+    render_latents,
+    resolve_center,
+    validate_common,
+    warn,
+)
+from latentpriv.errors import ConfigError, InputError
+
+
+def parse_epsilons(value: str) -> list[float]:
+    """``0.1,0.5,1,inf`` -> floats; ``inf`` is the no-noise row (clamp only). Order is kept."""
+    out = []
+    for part in value.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        try:
+            eps = float(part)
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not a number (use e.g. 0.5,1,inf)", param_hint="--epsilons") from None
+        if math.isnan(eps) or eps <= 0:
+            raise click.BadParameter(f"epsilon {part} must be > 0 (inf = no noise)", param_hint="--epsilons")
+        out.append(eps)
+    if not out:
+        raise click.BadParameter("give at least one epsilon", param_hint="--epsilons")
+    return out
+
+
+def _label(eps: float, delta: float) -> str:
+    if math.isinf(eps):
+        return "eps=inf\n(no noise)"
+    return f"eps={eps:g}" + (f"\ndelta={delta:g}" if delta else "")
+
+
+def compose_grid(images: list[list[np.ndarray]], row_labels: list[str], col_labels: list[str], *,
+                 cell: int, title: str = "") -> np.ndarray:
+    """Lay out ``images[row][col]`` (uint8 HxWx3) as a labelled uint8 grid (PIL text)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    pad, left, top = 4, 96, 34 if title else 20
+    rows, cols = len(images), max(len(r) for r in images)
+    canvas = Image.new("RGB", (left + cols * (cell + pad) + pad, top + rows * (cell + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((pad, 2), title, fill="black", font=font)
+    for j, lab in enumerate(col_labels):
+        draw.text((left + j * (cell + pad) + pad, top - 14), lab, fill="black", font=font)
+    for i, row in enumerate(images):
+        y = top + i * (cell + pad) + pad
+        draw.multiline_text((pad, y + cell // 2 - 10), row_labels[i], fill="black", font=font)
+        for j, img in enumerate(row):
+            tile = Image.fromarray(img)
+            if tile.size != (cell, cell):
+                tile = tile.resize((cell, cell), Image.LANCZOS if tile.size[0] > cell else Image.NEAREST)
+            canvas.paste(tile, (left + j * (cell + pad) + pad, y))
+    return np.asarray(canvas)
+
+
+@click.command("sweep")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--epsilons", default="0.1,0.5,1,2,5,inf", show_default=True,
+              help="Rows of the grid; inf = no noise (clamp only, not private).")
+@click.option("--samples", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Independent releases per epsilon (columns).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Grid image (PNG); a record .json is written beside it.")
+@click.option("--cell", type=click.IntRange(16, 1024), default=None,
+              help="Tile size in pixels (default: min(resolution, 256)).")
+@privacy_options
+def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int | None, attrs, boundary_files,
+          conditions, mechanism, delta, clip_radius, center, epsilon_split, noise_clip, space, layers, model,
+          weights, device, ledger_path, max_epsilon, force, seed, overwrite) -> None:
+    """Render INPUT's privacy/utility grid: rows = epsilon, columns = independent releases.
+
+    The first column is the original (so the picture itself is NOT a private release: it is for
+    choosing epsilon). Every finite-epsilon draw spends budget and is appended to the ledger:
+    the total is samples x the sum of the finite epsilons.
+    """
+    from latentpriv.boundaries import resolve_directions
+    from latentpriv.io import save_image, write_json
+    from latentpriv.privacy.ledger import Ledger, row_keys, spend_from_calibration, total_of
+    from latentpriv.privacy.mechanisms import calibrate, clamp_only, privatize
+    from latentpriv.privacy.noise import make_noise_source
+
+    eps_list = parse_epsilons(epsilons)
+    delta_v = validate_common(mechanism, delta, max_epsilon)
+    center_v = parse_center(center)
+    layer_idx = parse_layers(layers)
+    split = parse_split(epsilon_split)
+    G = load_generator_for(weights, model, device)
+    inp = load_latent_input(input_path, space=space, model=model, generator=G)
+    if inp.latent.shape[0] != 1:
+        raise InputError(f"{input_path}: sweep takes one latent, got {inp.latent.shape[0]} rows; save one row")
+    if layer_idx is not None and inp.space != "wp":
+        raise ConfigError("--layers applies only to W+ latents (--space wp)")
+    dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
+                                      model=model, space=inp.space, dim=inp.latent.shape[-1])
+    centers, center_mode = resolve_center(center_v, dirs, inp.space, G)
+    noise = make_noise_source(seed)
+    finite = [e for e in eps_list if math.isfinite(e)]
+    calibs = {e: calibrate(mechanism, epsilon=e, delta=delta_v, clip_radius=clip_radius, k=len(dirs),
+                           epsilon_split=split, noise_clip=noise_clip, grid_slack=noise.grid_slack())
+              for e in finite}
+    record_path = output.with_suffix(".json")
+    check_outputs([output, record_path], [input_path], overwrite)
+    if mechanism == "seed":
+        warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
+    if seed is not None:
+        warn(f"--seed {seed}: reproducible numpy noise, NOT for release")
+
+    names = [b.attribute or b.name for b in bounds]
+    keys = row_keys(inp.latent)
+    spends = [spend_from_calibration(calibs[e]) for e in finite for _ in range(samples)]
+    ledger = Ledger(ledger_path)
+    release_id = uuid.uuid4().hex
+    rows: list[np.ndarray] = []
+    row_records = []
+    with ledger.transaction() as txn:
+        after = txn.check(keys, spends, max_epsilon=None if force else max_epsilon)
+        if force and max_epsilon is not None and any(t.epsilon is None or t.epsilon > max_epsilon
+                                                     for t in after.values()):
+            warn(f"--force: the input goes past --max-epsilon {max_epsilon:g}")
+        for e in eps_list:
+            if math.isinf(e):
+                lat = clamp_only(inp.latent, dirs, clip_radius=clip_radius, center=centers, layers=layer_idx)
+                rows.append(np.repeat(lat, samples, axis=0))
+                row_records.append({"epsilon": None, "label": "inf (no noise: clamp only, not private)"})
+                continue
+            batch = np.repeat(inp.latent, samples, axis=0)  # each copy is one release of the same face
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = privatize(batch, dirs, epsilon=e, delta=delta_v, mechanism=mechanism, clip_radius=clip_radius,
+                                center=centers, noise=noise, epsilon_split=split, layers=layer_idx,
+                                noise_clip=noise_clip, attributes=names)
+            rows.append(res.latent)
+            rec = res.record
+            row_records.append({k: rec[k] for k in ("epsilon", "delta", "epsilon_per_direction", "noise",
+                                                    "guarantee")})
+        for e in finite:
+            for _ in range(samples):
+                txn.append(keys, spend_from_calibration(calibs[e]),
+                           {"release_id": release_id, "input_file": str(input_path), "output": str(output),
+                            "attributes": names, "command": "sweep"}, forced=force)
+    # rendering is post-processing of what is already in the ledger: done outside the lock
+    original = render_latents(G, inp.latent, inp.space)[0]
+    images = [[original, *render_latents(G, r, inp.space)] for r in rows]
+    size = cell or min(int(images[0][0].shape[0]), 256)
+    title = (f"{mechanism} on {', '.join(names)} (B={clip_radius:g}, c={center_mode if center_v == 'auto' else center})"
+             + ("  [seeded: not for release]" if seed is not None else ""))
+    grid = compose_grid(images, [_label(e, delta_v) for e in eps_list],
+                        ["original", *[f"sample {i + 1}" for i in range(samples)]], cell=size, title=title)
+    sweep_total = total_of("sweep", spends)
+    write_json(record_path, {
+        "format": "latentpriv.sweep/1", "release_id": release_id, "input": str(input_path),
+        "output": str(output), "mechanism": mechanism, "samples": samples,
+        "epsilons": [None if math.isinf(e) else e for e in eps_list], "clip_radius": clip_radius,
+        "centers": centers.tolist(), "center_mode": center_mode, "space": inp.space, "model": model,
+        "boundaries": [b.info() for b in bounds], "conditions": list(conditions), "rows": row_records,
+        "releases": len(spends), "epsilon_spent": sweep_total.epsilon, "delta_spent": sweep_total.delta,
+        "note": "the grid shows the original in its first column: it is a research picture, not a release",
+        "sampler": noise.describe(), "generator": G.info(), "ledger": str(ledger.path),
+    })
+    save_image(output, grid)
+    click.echo(str(output))
