@@ -1,0 +1,67 @@
+# Shared by invert_dir.sh, privatize_dir.sh and sweep_epsilon.sh (sourced, not run).
+# shellcheck shell=bash disable=SC2034  # LP_LAUNCHER is read by the scripts that source this file
+#
+# lp_count_gpus            -> prints the number of GPUs nvidia-smi lists (1 when none)
+# lp_launcher NPROC        -> sets the array LP_LAUNCHER: `python -m` for one process, else
+#                             `python -m torch.distributed.run ... -m` (one node, or several with
+#                             NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT)
+# lp_run LOG CMD...        -> runs CMD with stdout+stderr appended to LOG and shown, forwards
+#                             SIGTERM/SIGINT to it (so a killed script stops latentpriv cleanly), and
+#                             returns CMD's exit status
+
+lp_die() {
+    echo "$(basename "$0"): $*" >&2
+    exit 2
+}
+
+lp_count_gpus() {
+    local n
+    n=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
+    if [[ -z $n || $n -lt 1 ]]; then
+        n=1
+    fi
+    echo "$n"
+}
+
+lp_check_count() {
+    [[ $2 =~ ^[1-9][0-9]*$ ]] || lp_die "$1 must be a positive integer, got '$2'"
+}
+
+lp_launcher() {
+    local nproc=$1
+    local python=${PYTHON:-python3}
+    local nnodes=${NNODES:-1}
+    lp_check_count NNODES "$nnodes"
+    if [[ $nnodes -gt 1 ]]; then
+        [[ -n ${NODE_RANK:-} ]] || lp_die "NNODES=$nnodes: set NODE_RANK (0..$((nnodes - 1))) on every node"
+        [[ -n ${MASTER_ADDR:-} ]] || lp_die "NNODES=$nnodes: set MASTER_ADDR to the address of node 0"
+        LP_LAUNCHER=("$python" -m torch.distributed.run --nnodes="$nnodes" --node_rank="$NODE_RANK"
+                     --master_addr="$MASTER_ADDR" --master_port="${MASTER_PORT:-29500}"
+                     --nproc_per_node="$nproc" -m)
+    elif [[ $nproc -gt 1 ]]; then
+        LP_LAUNCHER=("$python" -m torch.distributed.run --standalone --nproc_per_node="$nproc" -m)
+    else
+        LP_LAUNCHER=("$python" -m)
+    fi
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+}
+
+lp_run() {
+    local log=$1
+    shift
+    mkdir -p "$(dirname "$log")"
+    echo "# $(date -Is) on $(hostname): $*" | tee -a "$log" >&2
+    local status=0 child
+    "$@" > >(tee -a "$log") 2>&1 &
+    child=$!
+    # shellcheck disable=SC2064  # expand $child now: the trap must signal this very process
+    trap "kill -TERM $child 2>/dev/null || true" TERM INT
+    while true; do
+        status=0
+        wait "$child" || status=$?
+        kill -0 "$child" 2>/dev/null || break   # a trap interrupted wait: wait again for the exit
+    done
+    trap - TERM INT
+    echo "# $(date -Is) exit status $status; log: $log" | tee -a "$log" >&2
+    return "$status"
+}

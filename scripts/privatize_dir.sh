@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Privatize every latent (.npy) in a folder, sharing one privacy ledger, resumably.
+#
+# Usage:
+#   scripts/privatize_dir.sh INPUT_DIR OUTDIR EPSILON [NUM_PROCS] [-- extra `latentpriv privatize` options]
+#
+#   EPSILON    privacy budget per face for this release (e.g. 1.0).
+#   NUM_PROCS  processes (default 1: privatizing is cheap; more run torchrun on this node). All of them
+#              append to the same ledger under its file lock, so no face can be released past
+#              --max-epsilon however the files are split.
+#
+# Examples:
+#   scripts/privatize_dir.sh latents/ private/ 1.0 -- --attr smile --max-epsilon 4
+#   scripts/privatize_dir.sh latents/ private/ 2.0 4 -- --attr age --mechanism gaussian --delta 1e-5 \
+#       --ledger /shared/ledger.jsonl
+#
+# Outputs: OUTDIR/STEM_private.npy and STEM_private.json (the release record) per input, plus
+# OUTDIR/results.jsonl and summary.json. Rerunning the same command skips (and does not spend budget
+# on) files already released; --overwrite releases them again and spends again. Logs go to
+# OUTDIR/logs/privatize-<time>.log. Exit status: 0 all released, 1 some failed (e.g. refused by the
+# ledger), 143 stopped by SIGTERM.
+#
+# Environment: PYTHON (default python3), NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT (several nodes;
+# the ledger must then be on a shared filesystem with working POSIX locks).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=launch_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+[[ $# -ge 3 ]] || usage
+case "$1" in -h|--help) usage ;; esac
+input_dir=$1
+outdir=$2
+epsilon=$3
+shift 3
+num_procs=1
+if [[ $# -gt 0 && $1 != "--" ]]; then
+    num_procs=$1
+    shift
+fi
+if [[ $# -gt 0 && $1 == "--" ]]; then
+    shift
+fi
+
+[[ -d $input_dir ]] || lp_die "$input_dir is not a folder"
+lp_check_count NUM_PROCS "$num_procs"
+lp_launcher "$num_procs"
+
+log="$outdir/logs/privatize-$(date +%Y%m%d-%H%M%S)-node${NODE_RANK:-0}.log"
+lp_run "$log" "${LP_LAUNCHER[@]}" latentpriv privatize "$input_dir" -o "$outdir" --epsilon "$epsilon" "$@"
