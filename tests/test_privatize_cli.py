@@ -1,0 +1,213 @@
+"""The privatize / ledger / audit / sweep commands through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import latentpriv
+from latentpriv.cli import cli
+
+SHARED = Path(os.environ.get("LATENTPRIV_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+IFG = SHARED / "boundaries" / "interfacegan"
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    assert IFG.is_dir(), f"{IFG} missing"
+    monkeypatch.setenv("LATENTPRIV_HOME", str(IFG))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LATENTPRIV_LEDGER", str(tmp_path / "ledger.jsonl"))
+    monkeypatch.chdir(tmp_path)
+    w = np.random.default_rng(0).normal(size=(1, 512)).astype(np.float32)
+    np.save(tmp_path / "w.npy", w)
+    return tmp_path
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_privatize_writes_latent_record_and_ledger(env):
+    r = run("privatize", "w.npy", "--attr", "smile", "--epsilon", "1.0")
+    assert r.exit_code == 0, r.output
+    out = np.load(env / "w_private.npy")
+    w = np.load(env / "w.npy")
+    assert out.shape == w.shape and out.dtype == np.float32
+    rec = json.loads((env / "w_private.json").read_text())
+    assert rec["mechanism"] == "laplace" and rec["guarantee"]["type"] == "pure-dp"
+    assert rec["boundaries"][0]["name"] == "stylegan_ffhq_smile_w_boundary"
+    assert rec["sampler"]["sampler"] == "opendp" and rec["for_release"] is True
+    n = np.load(IFG / "stylegan_ffhq_smile_w_boundary.npy")[0]
+    a_true = float(w.astype(np.float64)[0] @ n)
+    assert f"{a_true:.5f}" not in json.dumps(rec)
+    assert "input_sha256" not in json.dumps(rec)  # the hash of the true latent stays in the private ledger
+    lines = (env / "ledger.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["release_id"] == rec["release_id"]
+    # outputs are never overwritten silently, the input never
+    r = run("privatize", "w.npy", "--attr", "smile", "--epsilon", "1.0")
+    assert r.exit_code == 2 and "already exists; pass --overwrite" in r.output
+    r = run("privatize", "w.npy", "--attr", "smile", "--epsilon", "1.0", "-o", "w.npy", "--overwrite")
+    assert r.exit_code == 2 and "refusing to overwrite the input" in r.output
+    assert np.array_equal(np.load(env / "w.npy"), w)
+    r = run("privatize", "w.npy", "--attr", "smile", "--epsilon", "1.0", "--overwrite")
+    assert r.exit_code == 0
+    r = run("ledger", "show", "w.npy", "--json")
+    assert r.exit_code == 0
+    info = json.loads(r.output)["inputs"][0]
+    assert info["releases"] == 2 and info["epsilon"] == pytest.approx(2.0)
+
+
+def test_max_epsilon_refusal_writes_nothing(env):
+    assert run("privatize", "w.npy", "--attr", "smile", "--epsilon", "1.5", "--max-epsilon", "2").exit_code == 0
+    ledger_before = (env / "ledger.jsonl").read_bytes()
+    r = run("privatize", "w.npy", "--attr", "age", "--epsilon", "1.0", "--max-epsilon", "2", "-o", "b.npy")
+    assert r.exit_code == 3
+    assert "release refused" in r.output and "--force" in r.output
+    assert not (env / "b.npy").exists() and not (env / "b.json").exists()
+    assert (env / "ledger.jsonl").read_bytes() == ledger_before
+    r = run("privatize", "w.npy", "--attr", "age", "--epsilon", "1.0", "--max-epsilon", "2", "-o", "b.npy", "--force")
+    assert r.exit_code == 0 and (env / "b.npy").exists()
+    assert "--force" in r.output
+    r = run("ledger", "show")
+    assert "2.5" in r.output and r.exit_code == 0
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--epsilon", "0"], "epsilon = 0 must be > 0"),
+    (["--epsilon", "-1"], "must be > 0"),
+    (["--epsilon", "1", "--delta", "1e-5"], "--delta does not apply to --mechanism laplace"),
+    (["--epsilon", "1", "--mechanism", "gaussian"], "needs --delta in (0, 1)"),
+    (["--epsilon", "1", "--mechanism", "gaussian", "--delta", "2"], "delta"),
+    (["--epsilon", "1", "--clip-radius", "0"], "clip_radius = 0 must be > 0"),
+    (["--epsilon", "1", "--space", "z", "--boundary", str(IFG / "stylegan_ffhq_smile_w_boundary.npy")],
+     "W-space boundary cannot edit a Z latent"),
+    (["--epsilon", "1", "--attr", "hat"], "no boundary stylegan_ffhq_hat_w_boundary.npy"),
+    (["--epsilon", "1", "--layers", "0-3"], "--layers applies only to W+"),
+    (["--epsilon", "1", "--max-epsilon", "-1"], "--max-epsilon"),
+])
+def test_validation_messages(env, args, fragment):
+    base = [] if "--attr" in args or "--boundary" in args else ["--attr", "smile"]
+    r = run("privatize", "w.npy", *base, *args)
+    assert r.exit_code != 0
+    assert fragment in r.output
+    assert "Traceback" not in r.output
+    assert not (env / "w_private.npy").exists() and not (env / "ledger.jsonl").exists()
+
+
+def test_gaussian_multi_attr_wplus_and_seed_reproducibility(env):
+    wp = np.random.default_rng(1).normal(size=(2, 18, 512)).astype(np.float32)
+    np.save(env / "wp.npy", wp)
+    common = ["wp.npy", "--attr", "smile", "--attr", "age", "--mechanism", "gaussian", "--delta", "1e-5",
+              "--epsilon", "2", "--layers", "0-7", "--seed", "5"]
+    r = run("privatize", *common, "-o", "a.npy")
+    assert r.exit_code == 0 and "NOT for release" in r.output
+    r = run("privatize", *common, "-o", "b.npy")
+    a, b = np.load(env / "a.npy"), np.load(env / "b.npy")
+    assert a.shape == wp.shape and np.array_equal(a, b)
+    np.testing.assert_array_equal(a[:, 8:], wp[:, 8:])
+    rec = json.loads((env / "a.json").read_text())
+    assert rec["space"] == "wp" and rec["for_release"] is False and rec["directions"]["attributes"] == ["smile", "age"]
+    r = run("ledger", "show", "wp.npy", "--json")
+    rows = json.loads(r.output)["inputs"]
+    assert len(rows) == 2 and all(x["releases"] == 2 for x in rows)
+    assert all(x["epsilon"] < 4.0 for x in rows)  # zCDP composition beats 2 x 2
+
+
+def test_seed_mechanism_warns_and_is_unbounded(env):
+    r = run("privatize", "w.npy", "--attr", "age", "--mechanism", "seed", "--delta", "1e-5", "--epsilon", "0.5")
+    assert r.exit_code == 0
+    assert "NO differential-privacy guarantee" in r.output
+    rec = json.loads((env / "w_private.json").read_text())
+    assert rec["guarantee"]["type"] == "none"
+    r = run("ledger", "show", "w.npy")
+    assert "unbounded" in r.output
+
+
+def test_audit_command(env):
+    r = run("audit", "--mechanism", "laplace", "--epsilon", "1", "--seed", "0", "--trials", "20000")
+    assert r.exit_code == 0 and "PASS" in r.output
+    r = run("audit", "--mechanism", "seed", "--epsilon", "0.5", "--delta", "1e-5", "--seed", "0", "--trials", "5000",
+            "--json")
+    assert r.exit_code == 1
+    res = json.loads(r.output)
+    assert res["result"] == "FAIL" and res["epsilon_lb"] > 0.5 and res["flags"]
+    r = run("audit", "--mechanism", "gaussian", "--epsilon", "1", "--seed", "0", "--trials", "1000")
+    assert r.exit_code == 2 and "needs --delta" in r.output
+
+
+# ------------------------------------------------------------------------------------- rendering
+
+
+class _FakeGenerator:
+    """Implements the generator contract (docs/DEVELOPING.md) with a cheap deterministic image."""
+
+    name, resolution, z_dim, w_dim, num_layers = "fake", 16, 512, 512, 4
+    latent_spaces, default_space = ("z", "w", "wp"), "w"
+
+    def __init__(self):
+        import torch
+
+        self.w_avg = torch.linspace(-0.1, 0.1, 512)
+        self.proj = torch.randn(512, 3 * 16 * 16, generator=torch.Generator().manual_seed(0)) / 20
+
+    def synthesize(self, latent, space="w", truncation_psi=0.7, truncation_layers=8):
+        x = latent.mean(dim=1) if space == "wp" else latent
+        return (x.float() @ self.proj).tanh().reshape(-1, 3, 16, 16)
+
+    @staticmethod
+    def to_uint8(images):
+        return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+    def info(self):
+        return {"name": self.name, "resolution": self.resolution, "weights": None}
+
+
+@pytest.fixture
+def fake_generator(monkeypatch):
+    calls = []
+
+    def load(path_or_name, device="auto"):
+        calls.append((path_or_name, device))
+        return _FakeGenerator()
+
+    monkeypatch.setitem(vars(latentpriv), "load_generator", load)  # no import of the real registry
+    return calls
+
+
+def test_render_and_center_auto(env, fake_generator):
+    r = run("privatize", "w.npy", "--attr", "smile", "--epsilon", "1", "--center", "auto", "--render", "p.png",
+            "--weights", "g.pt", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert fake_generator == [("g.pt", "cpu")]
+    from PIL import Image
+
+    assert Image.open(env / "p.png").size == (16, 16)
+    rec = json.loads((env / "w_private.json").read_text())
+    n = np.load(IFG / "stylegan_ffhq_smile_w_boundary.npy")[0]
+    assert rec["center_mode"].startswith("auto")
+    assert rec["centers"][0] == pytest.approx(float(np.linspace(-0.1, 0.1, 512, dtype=np.float32) @ n), abs=1e-6)
+
+
+def test_sweep_grid_and_ledger(env, fake_generator):
+    r = run("sweep", "w.npy", "--attr", "smile", "--epsilons", "0.5,2,inf", "--samples", "3", "-o", "grid.png",
+            "--seed", "1", "--cell", "24")
+    assert r.exit_code == 0, r.output
+    from PIL import Image
+
+    img = np.asarray(Image.open(env / "grid.png"))
+    assert img.shape[0] > 3 * 24 and img.shape[1] > 4 * 24
+    rec = json.loads((env / "grid.json").read_text())
+    assert rec["releases"] == 6 and rec["epsilon_spent"] == pytest.approx(3 * 2.5)
+    assert rec["epsilons"] == [0.5, 2.0, None]
+    lines = (env / "ledger.jsonl").read_text().splitlines()
+    assert len(lines) == 6  # every finite-epsilon draw is a release
+    r = run("sweep", "w.npy", "--attr", "smile", "--epsilons", "1", "-o", "g2.png", "--max-epsilon", "8")
+    assert r.exit_code == 3 and not (env / "g2.png").exists()
+    r = run("sweep", "w.npy", "--attr", "smile", "--epsilons", "0,1", "-o", "g3.png")
+    assert r.exit_code == 2 and "must be > 0" in r.output
