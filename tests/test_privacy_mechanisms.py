@@ -267,3 +267,19 @@ def test_record_never_contains_the_true_coordinate(mechanism, delta, dirs2):
         assert f"{v:.4f}"[:6] not in text1
     assert "1.2345" not in text1 and "0.7654" not in text1
 
+
+
+def test_calibration_agrees_with_opendps_own_privacy_maps():
+    """The scales we pass to OpenDP satisfy OpenDP's own accounting at sensitivity 2B (grid rounding included)."""
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    noise = OpenDPNoise()
+    lap = calibrate("laplace", epsilon=1.0, clip_radius=3.0, k=2, grid_slack=noise.grid_slack())
+    space = dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float)
+    meas = dp.m.make_laplace(*space, scale=lap.scales[0], k=DEFAULT_GRID_K)
+    assert meas.map(6.0) <= lap.epsilons[0] + 1e-12
+    gau = calibrate("gaussian", epsilon=1.0, delta=1e-5, clip_radius=3.0, k=2, grid_slack=noise.grid_slack())
+    vspace = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=2), dp.l2_distance(T=float)
+    gmeas = dp.m.make_gaussian(*vspace, scale=gau.sigma, k=DEFAULT_GRID_K)
+    assert gmeas.map(gau.sensitivity) <= gau.rho * (1 + 1e-9)
