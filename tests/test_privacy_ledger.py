@@ -79,6 +79,14 @@ def test_append_totals_and_refusal(tmp_path):
         led.append(keys[1:], Spend("seed", None, 1e-5), max_epsilon=100.0)
 
 
+def test_duplicate_rows_count_twice(tmp_path):
+    led = Ledger(tmp_path / "l.jsonl")
+    with pytest.raises(PrivacyBudgetError):
+        led.append(["d" * 64, "d" * 64], LAP, max_epsilon=1.5)
+    led.append(["d" * 64, "d" * 64], LAP, max_epsilon=2.0)
+    assert led.totals()["d" * 64].epsilon == 2.0
+
+
 def test_unknown_input_has_zero_spend(tmp_path):
     led = Ledger(tmp_path / "none.jsonl")
     assert led.entries() == []

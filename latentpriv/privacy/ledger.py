@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,13 +247,13 @@ class _Txn:
 
     def prospective(self, keys: Iterable[str], spends: Spend | Iterable[Spend]) -> dict[str, Total]:
         """Totals per key if ``spends`` (one or several releases) were added to each."""
-        keys = list(keys)
+        counts = Counter(keys)  # the same face twice in one batch is two releases of it
         extra = [spends] if isinstance(spends, Spend) else list(spends)
-        by_key: dict[str, list[Spend]] = {k: [] for k in keys}
+        by_key: dict[str, list[Spend]] = {k: [] for k in counts}
         for e in self._read():
             if e["input_sha256"] in by_key:
                 by_key[e["input_sha256"]].append(_entry_spend(e))
-        return {k: total_of(k, [*v, *extra]) for k, v in by_key.items()}
+        return {k: total_of(k, [*v, *(extra * counts[k])]) for k, v in by_key.items()}
 
     def check(self, keys: Iterable[str], spends: Spend | Iterable[Spend], *,
               max_epsilon: float | None) -> dict[str, Total]:
