@@ -16,6 +16,7 @@ All functions take RGB ``uint8`` images ``[H, W, 3]`` or batches ``[N, H, W, 3]`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -116,3 +117,234 @@ def lpips_distance(a: np.ndarray, b: np.ndarray, networks: PerceptualNetworks, *
             y = to_tensor01(b[i:i + batch_size]).to(networks.device)
             out.append(lpips(x, y, networks, size=size).double().cpu().numpy())
     return _out(np.concatenate(out), single)
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+#: boundary attribute name -> landmark score (``latentpriv.faces.attributes``) that measures it
+ATTRIBUTE_SCORE: dict[str, str] = {
+    "smile": "smile", "mouth_open": "mouth_open", "pose": "yaw", "yaw": "yaw", "eyes_open": "eyes_open",
+}
+
+
+def match_size(reference: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """``reference`` (``uint8 [H, W, 3]``) resized to ``image``'s size (Lanczos, antialiased) if needed.
+
+    Evaluation compares at the generator's resolution: a 1024 px photo against a 64 px render is
+    downsampled to 64 px, never the other way round.
+    """
+    if reference.shape == image.shape:
+        return reference
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    return np.asarray(Image.fromarray(reference).resize((w, h), Image.Resampling.LANCZOS))
+
+
+def face_analysis(images: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Landmark attribute scores ``{name: float64 [N]}`` and identity embeddings ``float64 [N, 128]`` of the
+    largest face of each ``uint8 [N, H, W, 3]`` image, detecting each face once; NaN where no face.
+
+    Needs the ``face`` extra (raises :class:`latentpriv.faces.FaceExtraMissing` otherwise).
+    """
+    from latentpriv.faces.attributes import score_landmarks
+    from latentpriv.faces.identity import EMBEDDING_DIM, embed_face
+    from latentpriv.faces.landmarks import largest_face
+
+    images = np.asarray(images)
+    n = images.shape[0]
+    lms = np.full((n, 68, 2), np.nan)
+    emb = np.full((n, EMBEDDING_DIM), np.nan)
+    for i, img in enumerate(images):
+        face = largest_face(img)
+        if face is not None:
+            lms[i] = face.landmarks
+            emb[i] = embed_face(img, face)
+    return score_landmarks(lms), emb
+
+
+def _finite(x: float) -> float | None:
+    """JSON-friendly: NaN -> None, inf kept as float (JSON writers emit Infinity)."""
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
+
+
+def evaluate_images(original: np.ndarray, candidates: np.ndarray, *, networks: PerceptualNetworks | None = None,
+                    lpips_size: int | None = None, faces: bool = True) -> dict:
+    """Compare renders with the original they should resemble.
+
+    Args:
+        original: RGB ``uint8 [H, W, 3]``.
+        candidates: RGB ``uint8 [N, h, w, 3]`` (reconstruction, private renders); the original is resized
+            to ``h x w`` for the pixel metrics (:func:`match_size`).
+        networks: LPIPS networks; ``None`` skips LPIPS.
+        lpips_size: passed to :func:`lpips_distance`.
+        faces: compute landmark attributes and identity distances (needs the ``face`` extra).
+
+    Returns:
+        ``{"original": {scores...}, "rows": [ {psnr, ssim, lpips?, identity_distance?, same_person?,
+        <attribute>?, <attribute>_change?} per candidate ]}``; values that could not be measured (no
+        face found) are ``None``.
+    """
+    candidates = np.asarray(candidates)
+    if candidates.ndim == 3:
+        candidates = candidates[None]
+    ref = match_size(original, candidates[0])
+    if any(c.shape != candidates[0].shape for c in candidates):
+        raise InputError("candidates: all renders must have the same size")
+    refs = np.broadcast_to(ref, candidates.shape)
+    rows: list[dict] = [{} for _ in range(len(candidates))]
+    for name, values in (("psnr", psnr(refs, candidates)), ("ssim", ssim(refs, candidates))):
+        for r, v in zip(rows, values, strict=True):
+            r[name] = float(v)
+    if networks is not None:
+        for r, v in zip(rows, lpips_distance(refs, candidates, networks, size=lpips_size), strict=True):
+            r["lpips"] = float(v)
+    orig_out: dict = {}
+    if faces:
+        from latentpriv.faces.identity import SAME_PERSON_THRESHOLD, identity_distance
+
+        o_scores, o_emb = face_analysis(original[None])
+        c_scores, c_emb = face_analysis(candidates)
+        orig_out["face_found"] = bool(np.isfinite(o_emb).all())
+        for k, v in o_scores.items():
+            orig_out[k] = _finite(float(v[0]))
+        dist = identity_distance(o_emb, c_emb)
+        for i, r in enumerate(rows):
+            r["face_found"] = bool(np.isfinite(c_emb[i]).all())
+            r["identity_distance"] = _finite(float(dist[i]))
+            r["same_person"] = None if np.isnan(dist[i]) else bool(dist[i] < SAME_PERSON_THRESHOLD)
+            for k, v in c_scores.items():
+                r[k] = _finite(float(v[i]))
+                r[f"{k}_change"] = _finite(float(v[i] - o_scores[k][0]))
+    return {"original": orig_out, "rows": rows}
+
+
+def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, directions: np.ndarray, *,
+                          epsilons: Sequence[float], mechanisms: Sequence[str], attributes: Sequence[str],
+                          delta: float = 1e-5, clip_radius: float = 3.0, center: float | np.ndarray = 0.0,
+                          seed: int | None = 0, repeats: int = 1, layers: Sequence[int] | None = None,
+                          networks: PerceptualNetworks | None = None, lpips_size: int | None = None,
+                          faces: bool = True, progress: Callable[[str], None] | None = None) -> dict:
+    """Privacy/utility trade-off: privatize every latent at every (mechanism, epsilon), render, measure.
+
+    Args:
+        render: latents (same layout as ``latents``) -> RGB ``uint8 [N, H, W, 3]`` (e.g. ``G.synthesize``
+            followed by ``G.to_uint8``).
+        latents: ``float [N, D]`` (Z/W) or ``[N, L, D]`` (W+), one face per row (e.g. inverted photos).
+        directions: ``[k, D]`` orthonormal boundary normals (``latentpriv.boundaries.resolve_directions``).
+        epsilons, mechanisms: the grid; ``delta`` is used by ``gaussian`` and ``seed`` only.
+        attributes: a name per direction; those in :data:`ATTRIBUTE_SCORE` are also measured on the
+            rendered faces (landmark scores), the others through their latent coordinate only.
+        seed: ``int`` -> reproducible seeded noise (an experiment, not a release); ``None`` -> OpenDP's
+            secure samplers. One numpy stream serves the whole grid, in the loop order.
+        repeats: independent draws per (latent, mechanism, epsilon).
+        networks: LPIPS networks, or ``None`` to skip LPIPS.
+
+    Returns:
+        ``{"rows": [...], "summary": [...], "originals": [...]}``. A row per (latent, mechanism, epsilon,
+        repeat) with the coordinate before/after along each direction, PSNR/SSIM (and LPIPS) against the
+        original render, identity distance, same-person flag and landmark scores with their change. A
+        summary row per (mechanism, epsilon) with means over latents and repeats, ignoring faces that were
+        not found (``n_faces`` counts those that were): ``coord_abs_change_<a>``, ``<score>_abs_change``,
+        ``identity_distance``, ``same_person_rate``, ``psnr``, ``ssim`` (``lpips``).
+
+    Nothing here touches the privacy ledger: a sweep measures mechanisms, it does not release.
+    """
+    import warnings
+
+    from latentpriv.privacy.mechanisms import coordinates, privatize
+
+    latents = np.asarray(latents)
+    attributes = list(attributes)
+    if len(attributes) != len(directions):
+        raise InputError(f"{len(attributes)} attribute name(s) for {len(directions)} direction(s)")
+    if not epsilons or not mechanisms:
+        raise InputError("sweep: give at least one epsilon and one mechanism")
+    if repeats < 1:
+        raise InputError(f"repeats={repeats}: must be >= 1")
+    rng = np.random.default_rng(seed) if seed is not None else None
+    say = progress or (lambda msg: None)
+
+    base = render(latents)
+    before = coordinates(latents, directions, layers=layers)  # [N, k]
+    scored = [ATTRIBUTE_SCORE[a] for a in attributes if a in ATTRIBUTE_SCORE]
+    if faces:
+        o_scores, o_emb = face_analysis(base)
+    originals = []
+    for i in range(len(latents)):
+        o = {"latent": i, **{f"coord_{a}": float(before[i, j]) for j, a in enumerate(attributes)}}
+        if faces:
+            o["face_found"] = bool(np.isfinite(o_emb[i]).all())
+            o.update({k: _finite(float(v[i])) for k, v in o_scores.items()})
+        originals.append(o)
+
+    rows: list[dict] = []
+    summary: list[dict] = []
+    for mech in mechanisms:
+        for eps in epsilons:
+            say(f"{mech} epsilon={eps:g}")
+            cell: list[dict] = []
+            for rep in range(repeats):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the seed mechanism's warning: recorded in the summary
+                    res = privatize(latents, directions, epsilon=float(eps),
+                                    delta=float(delta) if mech in ("gaussian", "seed") else 0.0, mechanism=mech,
+                                    clip_radius=clip_radius, center=center, seed=rng, layers=layers,
+                                    attributes=attributes)
+                after = coordinates(res.latent, directions, layers=layers)
+                imgs = render(np.asarray(res.latent))
+                ps = psnr(base, imgs)
+                ss = ssim(base, imgs)
+                lp = lpips_distance(base, imgs, networks, size=lpips_size) if networks is not None else None
+                if faces:
+                    from latentpriv.faces.identity import SAME_PERSON_THRESHOLD, identity_distance
+
+                    p_scores, p_emb = face_analysis(imgs)
+                    dist = identity_distance(o_emb, p_emb)
+                for i in range(len(latents)):
+                    r: dict = {"latent": i, "mechanism": mech, "epsilon": float(eps), "repeat": rep}
+                    for j, a in enumerate(attributes):
+                        r[f"coord_before_{a}"] = float(before[i, j])
+                        r[f"coord_after_{a}"] = float(after[i, j])
+                        r[f"coord_change_{a}"] = float(after[i, j] - before[i, j])
+                    r["psnr"] = float(ps[i])
+                    r["ssim"] = float(ss[i])
+                    if lp is not None:
+                        r["lpips"] = float(lp[i])
+                    if faces:
+                        r["face_found"] = bool(np.isfinite(p_emb[i]).all())
+                        r["identity_distance"] = _finite(float(dist[i]))
+                        r["same_person"] = None if np.isnan(dist[i]) else bool(dist[i] < SAME_PERSON_THRESHOLD)
+                        for k in scored:
+                            r[k] = _finite(float(p_scores[k][i]))
+                            r[f"{k}_change"] = _finite(float(p_scores[k][i] - o_scores[k][i]))
+                    cell.append(r)
+            rows.extend(cell)
+            summary.append(_summarise(cell, mech, float(eps), attributes, scored, faces, lp is not None,
+                                      res.record.get("guarantee", {}).get("type")))
+    return {"rows": rows, "summary": summary, "originals": originals}
+
+
+def _mean(values: list) -> float | None:
+    """Mean ignoring None/NaN (unmeasured); an inf (identical images' PSNR) makes the mean inf."""
+    v = [float(x) for x in values if x is not None and not np.isnan(x)]
+    return float(np.mean(v)) if v else None
+
+
+def _summarise(cell: list[dict], mech: str, eps: float, attributes: list[str], scored: list[str], faces: bool,
+               with_lpips: bool, guarantee: str | None) -> dict:
+    s: dict = {"mechanism": mech, "epsilon": eps, "guarantee": guarantee, "n": len(cell)}
+    for a in attributes:
+        s[f"coord_abs_change_{a}"] = _mean([abs(r[f"coord_change_{a}"]) for r in cell])
+    s["psnr"] = _mean([r["psnr"] for r in cell])
+    s["ssim"] = _mean([r["ssim"] for r in cell])
+    if with_lpips:
+        s["lpips"] = _mean([r["lpips"] for r in cell])
+    if faces:
+        valid = [r for r in cell if r["identity_distance"] is not None]
+        s["n_faces"] = len(valid)
+        s["identity_distance"] = _mean([r["identity_distance"] for r in valid])
+        s["same_person_rate"] = _mean([float(r["same_person"]) for r in valid])
+        for k in scored:
+            s[f"{k}_abs_change"] = _mean([abs(r[f"{k}_change"]) for r in cell if r[f"{k}_change"] is not None])
+    return s

@@ -19,6 +19,7 @@ from latentpriv.errors import LatentprivError
 # command name -> "module:attribute" (module relative to latentpriv.cli)
 COMMANDS: dict[str, str] = {
     "align": "align:align",
+    "evaluate": "evaluate:evaluate",
     "audit": "audit:audit",
     "ledger": "ledger:ledger",
     "privatize": "privatize:privatize",
