@@ -115,6 +115,12 @@ def test_align_cli(astronaut, tmp_path):
     res = runner.invoke(cli, ["align", str(photo), "-o", str(tmp_path / "f.png"), "--size", "64", "--all-faces"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "f_0.png").is_file() and not (tmp_path / "f_1.png").exists()
+    again = ["align", str(photo), "-o", str(tmp_path / "a.png"), "--size", "128"]
+    res = runner.invoke(cli, again)
+    assert res.exit_code != 0 and "already exists" in res.output
+    assert runner.invoke(cli, [*again, "--overwrite"]).exit_code == 0
+    res = runner.invoke(cli, ["align", str(photo), "-o", str(photo), "--overwrite"])
+    assert res.exit_code != 0 and "refusing to overwrite the input" in res.output
 
     blank, corrupt, tiny = tmp_path / "blank.png", tmp_path / "corrupt.png", tmp_path / "tiny.png"
     save_image(blank, np.full((120, 120, 3), 200, np.uint8))

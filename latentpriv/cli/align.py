@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 @click.option("--size", type=click.IntRange(16, 8192), default=1024, show_default=True,
               help="Output side in pixels (1024 for StyleGAN FFHQ; the generator's resolution).")
 @click.option("--all-faces", is_flag=True, help="Align every face, one file per face, largest first.")
-def align(photo: Path, output: Path, size: int, all_faces: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input photo).")
+def align(photo: Path, output: Path, size: int, all_faces: bool, overwrite: bool) -> None:
     """Crop PHOTO the way FFHQ was cropped (dlib 68 landmarks -> eyes/mouth -> oriented square).
 
     StyleGAN FFHQ only reconstructs faces aligned like its training set: align photos before
@@ -48,6 +49,8 @@ def align(photo: Path, output: Path, size: int, all_faces: bool) -> None:
     for out in outputs:
         if out.exists() and out.resolve() == photo.resolve():
             raise InputError(f"{out}: refusing to overwrite the input photo; choose another -o")
+        if out.exists() and not overwrite:
+            raise InputError(f"{out}: already exists; pass --overwrite to replace it or choose another -o")
     for out, img in zip(outputs, images, strict=True):
         save_image(out, img)
         click.echo(str(out))

@@ -341,9 +341,9 @@ def _compare(run_dir: Path | None, original: Path | None, recon: Path | None, pr
     use_faces = _faces_ok(faces, skipped)
     networks = _load_networks(device, lpips, skipped)
 
-    boundaries = []
-    for a in attrs:
-        boundaries.append(resolve_attr(a, model=model, space=space or "w"))
+    from latentpriv.cli.privatize import MODEL_DEFAULT_SPACE
+
+    boundaries = [resolve_attr(a, model=model, space=space or MODEL_DEFAULT_SPACE.get(model, "w")) for a in attrs]
     boundaries += [load_boundary(f) for f in boundary_files]
 
     rows: list[dict] = []
