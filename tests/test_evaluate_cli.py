@@ -184,3 +184,17 @@ def test_sweep_cli_on_the_demo_generator(tmp_path, monkeypatch):
     assert load_image(tmp_path / "curve.png").shape[1] > 400
     res = CliRunner().invoke(cli, ["evaluate", "--sweep", "--model", "dcgan64", "--samples", "2"])
     assert res.exit_code != 0 and "--attr" in res.output
+
+
+def test_missing_face_extra_is_reported_not_fatal(face64, tmp_path, monkeypatch):
+    import latentpriv.faces
+
+    monkeypatch.setattr(latentpriv.faces, "available", lambda: False)
+    save_image(tmp_path / "original.png", face64)
+    save_image(tmp_path / "recon.png", face64)
+    res = CliRunner().invoke(cli, ["evaluate", str(tmp_path), "--no-lpips", "--json", str(tmp_path / "o.json")])
+    assert res.exit_code == 0, res.output
+    assert "skipping identity distance and attribute scores" in res.output and 'pip install -e ".[face]"' in res.output
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert "face extra not installed" in data["skipped"]["faces"] and data["skipped"]["lpips"] == "--no-lpips"
+    assert data["rows"][0]["psnr"] == math.inf and "identity_distance" not in data["rows"][0]

