@@ -11,8 +11,9 @@ and ``q = P[M(a') in S]`` with Clopper-Pearson intervals. Any (epsilon, delta)-D
 is a lower bound on the true epsilon with the stated confidence. Events: thresholds ``{x > t}`` and
 ``{x <= t}`` at quantiles of the pooled outputs, and point events ``{x == v}`` at the most frequent
 output values (so that point masses, e.g. the ``seed`` mechanism's atoms at ``a +- C``, are caught).
-The confidence is simultaneous over all events and pairs (Bonferroni), so a correct mechanism fails
-with probability at most ``1 - confidence``.
+The events are chosen on one half of the draws and tested on the other half; the confidence is
+simultaneous over all events and pairs (Bonferroni), so a correct mechanism fails with probability at
+most ``1 - confidence``.
 
 Neighbours: the worst case ``a = c - B`` vs ``a' = c + B`` and an interior pair ``c -+ B/2`` (for
 ``rr`` the pairs are mirror images, its neighbouring relation).
@@ -43,41 +44,46 @@ def clopper_pearson(k: np.ndarray, n: int, alpha: float) -> tuple[np.ndarray, np
     return np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=1.0)
 
 
-def _events(x: np.ndarray, y: np.ndarray, n_thresholds: int, n_points: int):
-    """Event counts for both samples: thresholds {> t}, {<= t} and point events {== v}."""
+def _select_events(x: np.ndarray, y: np.ndarray, n_thresholds: int, n_points: int):
+    """Choose the events from a *selection* half of the samples: thresholds at pooled quantiles and
+    the most frequent repeated values (candidate point masses)."""
     pooled = np.concatenate([x, y])
     ts = np.unique(np.quantile(pooled, np.linspace(0.0, 1.0, n_thresholds + 2)[1:-1]))
-    xs, ys = np.sort(x), np.sort(y)
-    cx_le = np.searchsorted(xs, ts, side="right")
-    cy_le = np.searchsorted(ys, ts, side="right")
-    kx = [len(x) - cx_le, cx_le]
-    ky = [len(y) - cy_le, cy_le]
-    labels = [[f"x > {t:.6g}" for t in ts], [f"x <= {t:.6g}" for t in ts]]
     vals, counts = np.unique(pooled, return_counts=True)
-    atoms = vals[counts > 1]
-    if atoms.size:
-        top = atoms[np.argsort(counts[counts > 1])[::-1][:n_points]]
-        kx.append(np.searchsorted(xs, top, side="right") - np.searchsorted(xs, top, side="left"))
-        ky.append(np.searchsorted(ys, top, side="right") - np.searchsorted(ys, top, side="left"))
-        labels.append([f"x == {v:.6g}" for v in top])
-    return np.concatenate(kx), np.concatenate(ky), sum(labels, [])
+    repeated = counts > 1
+    atoms = vals[repeated][np.argsort(counts[repeated])[::-1][:n_points]]
+    return ts, atoms
+
+
+def _count_events(x: np.ndarray, ts: np.ndarray, atoms: np.ndarray) -> np.ndarray:
+    """Counts of {x > t}, {x <= t} for each threshold and {x == v} for each atom."""
+    xs = np.sort(x)
+    le = np.searchsorted(xs, ts, side="right")
+    eq = np.searchsorted(xs, atoms, side="right") - np.searchsorted(xs, atoms, side="left")
+    return np.concatenate([len(x) - le, le, eq])
 
 
 def empirical_epsilon(x: np.ndarray, y: np.ndarray, *, delta: float = 0.0, alpha: float = 0.05,
                       n_thresholds: int = 100, n_points: int = 20, n_tests: int | None = None) -> dict[str, Any]:
     """Lower bound on epsilon from samples ``x ~ M(a)`` and ``y ~ M(a')`` (1-D arrays of equal length).
 
-    ``alpha`` is split over all events (and ``n_tests`` further, if given) by Bonferroni. Returns a dict:
-    ``epsilon_lb`` (>= 0; finite, since a Clopper-Pearson upper bound is never 0), the maximising
-    ``event`` with its empirical ``p`` and ``q``, the number of ``events`` and of ``point_masses`` tested,
-    and ``disjoint_atoms``: point events seen often for one sample and never for the other.
+    The first half of each sample chooses the events, the second half estimates their probabilities,
+    so the events do not depend on the data they are tested on. ``alpha`` is split over all events,
+    both directions (and ``n_tests`` further, if given) by Bonferroni. Returns a dict: ``epsilon_lb``
+    (>= 0; finite, since a Clopper-Pearson upper bound is never 0), the maximising ``event`` with its
+    empirical ``p`` and ``q``, the number of ``events`` and of ``point_masses`` tested, and
+    ``disjoint_atoms``: point events seen often for one sample and never for the other.
     """
     x = np.asarray(x, dtype=np.float64).ravel()
     y = np.asarray(y, dtype=np.float64).ravel()
-    if x.size != y.size or x.size < 10:
-        raise ValueError("need two samples of equal size >= 10")
-    n = x.size
-    kx, ky, labels = _events(x, y, n_thresholds, n_points)
+    if x.size != y.size or x.size < 20:
+        raise ValueError("need two samples of equal size >= 20")
+    half = x.size // 2
+    ts, atoms = _select_events(x[:half], y[:half], n_thresholds, n_points)
+    xe, ye = x[half:], y[half:]
+    n = xe.size
+    kx, ky = _count_events(xe, ts, atoms), _count_events(ye, ts, atoms)
+    labels = ([f"x > {t:.6g}" for t in ts] + [f"x <= {t:.6g}" for t in ts] + [f"x == {v:.6g}" for v in atoms])
     m = len(labels) * 2 * (n_tests or 1)
     plo, phi = clopper_pearson(kx, n, alpha / m)
     qlo, qhi = clopper_pearson(ky, n, alpha / m)
@@ -87,15 +93,15 @@ def empirical_epsilon(x: np.ndarray, y: np.ndarray, *, delta: float = 0.0, alpha
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(num > 0, np.log(np.maximum(num, 1e-300) / np.maximum(hi, 1e-300)), -np.inf)
 
-    b1, b2 = bound(plo, qhi), bound(qlo, phi)
-    both = np.maximum(b1, b2)
+    both = np.maximum(bound(plo, qhi), bound(qlo, phi))
     i = int(np.argmax(both))
+    n_atoms = atoms.size
+    first_atom = len(labels) - n_atoms
+    disjoint = sum(1 for j in range(first_atom, len(labels))
+                   if (kx[j] == 0) != (ky[j] == 0) and max(kx[j], ky[j]) >= max(10, n // 1000))
     return {"epsilon_lb": float(max(both[i], 0.0)), "event": labels[i], "p": float(kx[i] / n),
-            "q": float(ky[i] / n), "events": len(labels),
-            "point_masses": int(sum(1 for lab in labels if lab.startswith("x =="))),
-            "disjoint_atoms": int(sum(1 for j, lab in enumerate(labels)
-                                      if lab.startswith("x ==") and (kx[j] == 0) != (ky[j] == 0)
-                                      and max(kx[j], ky[j]) >= max(10, n // 1000)))}
+            "q": float(ky[i] / n), "events": len(labels), "point_masses": int(n_atoms),
+            "disjoint_atoms": int(disjoint)}
 
 
 @dataclass(frozen=True)
