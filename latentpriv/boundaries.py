@@ -187,14 +187,14 @@ def _read_sidecar(path: Path) -> dict:
 
 
 def _norm_space(value: Any, where: str) -> str | None:
+    """``z``/``w`` (W+ counts as W); None for a missing or unrecognised value such as ``"unknown"``
+    (then the file-name convention decides)."""
     if value is None:
         return None
     v = str(value).lower()
     if v in ("w+", "wp"):
         v = "w"
-    if v not in ("z", "w"):
-        raise InputError(f"{where}: unknown latent space {value!r} (expected z or w)")
-    return v
+    return v if v in ("z", "w") else None
 
 
 def load_boundary(path: str | os.PathLike, *, name: str | None = None, source: str = "file",
@@ -351,7 +351,7 @@ def list_boundaries() -> list[dict[str, Any]]:
             model, attr = _split_name(p.stem)
             out[p.stem] = {"name": p.stem, "model": meta.get("model", model),
                            "attribute": meta.get("attribute", attr),
-                           "space": _norm_space(meta.get("space"), str(p)) if meta.get("space") else _space_from_name(p.stem),
+                           "space": _norm_space(meta.get("space"), str(p)) or _space_from_name(p.stem),
                            "source": "project", "present": True, "path": str(p)}
     return [out[k] for k in sorted(out)]
 

@@ -147,6 +147,10 @@ def test_project_trained_boundary_in_cwd(ifg_home, tmp_path):
     assert names["stylegan_ffhq_smile_w_boundary"]["present"] is True
     assert names["stylegan_ffhq_smile_w_boundary"]["space"] == "w"
     assert len([r for r in names.values() if r["source"] == "asset"]) == 14
+    # a record whose space is "unknown" (trained from a latents file) falls back to the naming convention
+    np.save(d / "dcgan64_age_w_boundary.npy", np.eye(100)[:1])
+    (d / "dcgan64_age_w_boundary.json").write_text(json.dumps({"space": "unknown"}))
+    assert load_boundary(d / "dcgan64_age_w_boundary.npy").space == "w"
     assert Path.cwd() / "boundaries" in boundary_search_dirs()
     import latentpriv
 
