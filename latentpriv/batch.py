@@ -924,3 +924,93 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     return BatchTask(name="privatize", input_suffixes=(".npy",), output_suffixes=("_private.npy",),
                      sidecar_suffix="_private.json", load=load, process=process, config=config, verify=verify,
                      retry_alone=False)
+
+
+def _content_id(source: Any) -> str | None:
+    """sha256 of a weights file (its identity wherever it lies), else the source's text (e.g. "random")."""
+    if source is not None and Path(str(source)).is_file():
+        return sha256_file(source)
+    return None if source is None else str(source)
+
+
+def invert_task(G: Any, config: Any, *, device: Any, networks: Any = None, recon_suffix: str | None = None,
+                record_extra: Mapping[str, Any] | None = None) -> BatchTask:
+    """The ``invert`` command as a :class:`BatchTask`: ``STEM.<image> -> STEM.npy + STEM.json``.
+
+    Args:
+        G: a loaded generator on ``device`` (the generator contract in docs/DEVELOPING.md).
+        config: the resolved :class:`~latentpriv.inversion.InversionConfig`.
+        device: the rank's device.
+        networks: VGG16/LPIPS (:class:`~latentpriv.perceptual.PerceptualNetworks`), loaded once and reused
+            for every batch; default: loaded here from the asset registry.
+        recon_suffix: also save each final rendering as ``STEM<recon_suffix>`` (e.g. ``"_recon.png"``).
+        record_extra: more provenance for every sidecar (e.g. the command line's options).
+
+    Each batch is one call of :func:`latentpriv.inversion.invert` with a generator seeded from
+    ``config.seed``; since inversion draws its randomness per step and broadcasts it over the batch,
+    every image gets exactly the result a single-image run with that seed gives, whatever its batch
+    mates, batch size or rank (up to floating-point rounding of batched kernels).
+    Outputs: the latent ``[1, w_dim]`` (W/Z: ``[1, z_dim]``) or ``[1, L, w_dim]`` (W+), float32.
+    """
+    import torch
+
+    from latentpriv.inversion import config_to_dict, invert
+    from latentpriv.io import load_image
+
+    if networks is None:
+        from latentpriv.perceptual import PerceptualNetworks
+
+        networks = PerceptualNetworks.load(device)
+    config_dict = config_to_dict(config)
+    gen_info = G.info() if hasattr(G, "info") else {"name": getattr(G, "name", "?")}
+
+    def load(item: BatchItem) -> Any:
+        image = load_image(item.path)                       # uint8 [H, W, 3]
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0   # [3, H, W] in [0, 1]
+
+    def process(items: list[BatchItem], targets: list[Any]) -> list[ItemOutput]:
+        generator = torch.Generator(device="cpu").manual_seed(int(config.seed))
+        result = invert(G, targets, config, device=device, generator=generator, networks=networks)
+        outs = []
+        for i, item in enumerate(items):
+            latent = result.latents[i:i + 1].numpy().astype(np.float32)
+            metrics = {name: float(values[i]) for name, values in result.metrics.items()}
+            metrics["loss"] = float(result.history["loss"][-1, i]) if result.history["loss"].numel() else None
+            metrics["iterations"] = int(result.iterations[i])
+            record = {
+                "format": "latentpriv.invert/1",
+                "input": str(item.path),
+                "input_sha256": item.sha256,
+                "input_size": [int(targets[i].shape[2]), int(targets[i].shape[1])],
+                "space": result.space,
+                "shape": list(latent.shape),
+                "metrics": metrics,
+                "batch_size": len(items),
+                "seconds_batch": result.seconds,
+                "config": config_dict,
+                "generator": gen_info,
+                "perceptual": {"vgg": getattr(networks, "vgg_source", None),
+                               "lpips": getattr(networks, "lpips_source", None)},
+                "device": str(device),
+                **dict(record_extra or {}),
+            }
+            files: dict[str, Any] = {".npy": latent}
+            if recon_suffix:
+                img = (result.images[i].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+                files[recon_suffix] = img
+            outs.append(ItemOutput(files=files, record=record, metrics=metrics))
+        return outs
+
+    def verify(item: BatchItem, paths: dict[str, Path]) -> None:
+        arr = np.load(paths[".npy"], allow_pickle=False)
+        if arr.ndim not in (2, 3) or arr.shape[0] != 1 or arr.dtype != np.float32:
+            raise InputError(f"{paths['.npy']}: shape {arr.shape} {arr.dtype} is not a [1, ...] float32 latent")
+
+    # what determines the outputs, without file locations (nodes may keep the same weights in other places)
+    task_config = {"command": "invert", "inversion": config_dict,
+                   "generator": {k: v for k, v in gen_info.items() if k != "weights"},
+                   "perceptual": {k: _content_id(getattr(networks, f"{k}_source", None)) for k in ("vgg", "lpips")},
+                   "recon": recon_suffix}
+    outputs = (".npy",) + ((recon_suffix,) if recon_suffix else ())
+    return BatchTask(name="invert", input_suffixes=IMAGE_SUFFIXES, output_suffixes=outputs, load=load,
+                     process=process, config=task_config, verify=verify)
