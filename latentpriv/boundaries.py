@@ -288,7 +288,8 @@ def check_space(b: Boundary, space: str | None, dim: int) -> None:
     """Error if boundary ``b`` cannot edit a latent of ``space`` (z/w/wp or None) and dimension ``dim``."""
     where = str(b.path) if b.path else b.name
     if b.dim != dim:
-        raise InputError(f"{where}: boundary dimension {b.dim} does not match the latent's {dim}")
+        raise InputError(f"{where}: boundary dimension {b.dim} does not match the latent's {dim} "
+                         "(a boundary of another model? check --model and --space)")
     if space is not None and b.space is not None:
         want = "z" if space == "z" else "w"
         if b.space != want:
