@@ -91,6 +91,9 @@ def load_latent_input(path: Path, *, space: str | None, model: str, generator: A
 
     arr = load_npy(path)
     sp = infer_space(arr, space, model, generator)
+    if space is None and sp == "w" and arr.ndim == 2 and arr.shape[0] in (14, 16, 18):
+        warn(f"{path}: {arr.shape[0]} rows are treated as {arr.shape[0]} separate W latents (faces); "
+             "if this is one W+ latent (layers x 512), pass --space wp")
     if sp not in ("z", "w", "wp"):
         raise InputError(f"--space {sp}: choose z, w or wp")
     raw_shape = tuple(arr.shape)
