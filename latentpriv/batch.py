@@ -130,6 +130,8 @@ class BatchTask:
             (paths maps output suffix -> path); run on resume on top of the hash checks.
         retry_alone: when a batch raises, retry its items one at a time (set False for tasks with
             side effects that must not repeat, e.g. spending privacy budget).
+        output_dirs: output suffix -> another folder for that output (default: OUTDIR), e.g.
+            reconstructions written to a separate image folder.
     """
 
     name: str
@@ -141,6 +143,7 @@ class BatchTask:
     sidecar_suffix: str = ".json"
     verify: Callable[[BatchItem, dict[str, Path]], None] | None = None
     retry_alone: bool = True
+    output_dirs: Mapping[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.output_suffixes:
@@ -155,7 +158,8 @@ class BatchTask:
         return config_sha256(self.config)
 
     def output_paths(self, outdir: Path, item: BatchItem) -> dict[str, Path]:
-        return {suffix: outdir / f"{item.stem}{suffix}" for suffix in self.output_suffixes}
+        return {suffix: Path(self.output_dirs.get(suffix, outdir)) / f"{item.stem}{suffix}"
+                for suffix in self.output_suffixes}
 
     def sidecar_path(self, outdir: Path, item: BatchItem) -> Path:
         return outdir / f"{item.stem}{self.sidecar_suffix}"
@@ -300,19 +304,19 @@ def list_inputs(input_dir: str | os.PathLike, suffixes: Sequence[str]) -> list[s
 
 
 def _check_outdir(task: BatchTask, input_dir: Path, outdir: Path, names: Sequence[str]) -> None:
-    if input_dir.resolve() == outdir.resolve():
-        raise InputError(f"-o {outdir}: the output folder is the input folder; choose a separate folder so "
-                         "outputs never overwrite or mix with inputs")
+    for folder in {outdir, *map(Path, task.output_dirs.values())}:
+        if input_dir.resolve() == folder.resolve():
+            raise InputError(f"{folder}: an output folder is the input folder; choose a separate folder so "
+                             "outputs never overwrite or mix with inputs")
     inputs = {(input_dir / n).resolve() for n in names}
+    reserved = {(outdir / RESULTS_NAME).resolve(), (outdir / SUMMARY_NAME).resolve()}
     for name in names:
-        stem = Path(name).stem
-        for suffix in (*task.output_suffixes, task.sidecar_suffix):
-            if (outdir / f"{stem}{suffix}").resolve() in inputs:
-                raise InputError(f"-o {outdir}: output {stem}{suffix} would overwrite an input")
-    for reserved in (RESULTS_NAME, SUMMARY_NAME):
-        for suffix in (*task.output_suffixes, task.sidecar_suffix):
-            if any(f"{Path(n).stem}{suffix}" == reserved for n in names):
-                raise InputError(f"{input_dir}: an input's output would be named {reserved}, which the batch "
+        item = BatchItem(0, name, input_dir / name)
+        for path in (*task.output_paths(outdir, item).values(), task.sidecar_path(outdir, item)):
+            if path.resolve() in inputs:
+                raise InputError(f"{path}: this output would overwrite an input; choose another output folder")
+            if path.resolve() in reserved:
+                raise InputError(f"{input_dir / name}: its output would be named {path.name}, which the batch "
                                  "run uses for its own records; rename that input")
 
 
@@ -933,8 +937,8 @@ def _content_id(source: Any) -> str | None:
     return None if source is None else str(source)
 
 
-def invert_task(G: Any, config: Any, *, device: Any, networks: Any = None, recon_suffix: str | None = None,
-                record_extra: Mapping[str, Any] | None = None) -> BatchTask:
+def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: Path | None = None,
+                extra_record: Mapping[str, Any] | None = None) -> BatchTask:
     """The ``invert`` command as a :class:`BatchTask`: ``STEM.<image> -> STEM.npy + STEM.json``.
 
     Args:
@@ -942,62 +946,74 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any = None, recon
         config: the resolved :class:`~latentpriv.inversion.InversionConfig`.
         device: the rank's device.
         networks: VGG16/LPIPS (:class:`~latentpriv.perceptual.PerceptualNetworks`), loaded once and reused
-            for every batch; default: loaded here from the asset registry.
-        recon_suffix: also save each final rendering as ``STEM<recon_suffix>`` (e.g. ``"_recon.png"``).
-        record_extra: more provenance for every sidecar (e.g. the command line's options).
+            for every batch.
+        image_dir: also save each final reconstruction as ``image_dir/STEM.png``.
+        extra_record: more provenance for every sidecar.
 
-    Each batch is one call of :func:`latentpriv.inversion.invert` with a generator seeded from
-    ``config.seed``; since inversion draws its randomness per step and broadcasts it over the batch,
-    every image gets exactly the result a single-image run with that seed gives, whatever its batch
-    mates, batch size or rank (up to floating-point rounding of batched kernels).
-    Outputs: the latent ``[1, w_dim]`` (W/Z: ``[1, z_dim]``) or ``[1, L, w_dim]`` (W+), float32.
+    Inputs are read like ``latentpriv invert FILE`` reads them (``latentpriv.cli.invert.load_target``:
+    non-square images centre-cropped) and the sidecar is the same record as the single-file command's,
+    plus the engine's ``batch`` section. Each batch is one call of :func:`latentpriv.inversion.invert`
+    with a generator seeded from ``config.seed``; since inversion draws its randomness per step and
+    broadcasts it over the batch, every image gets the result a single-image run with that seed gives,
+    whatever its batch mates, batch size or rank (up to floating-point rounding of batched kernels).
+    Outputs: the latent ``[1, w_dim]`` (W), ``[1, z_dim]`` (Z) or ``[1, L, w_dim]`` (W+), float32.
     """
     import torch
 
+    from latentpriv import __version__
+    from latentpriv.cli.invert import load_target
     from latentpriv.inversion import config_to_dict, invert
-    from latentpriv.io import load_image
 
-    if networks is None:
-        from latentpriv.perceptual import PerceptualNetworks
-
-        networks = PerceptualNetworks.load(device)
     config_dict = config_to_dict(config)
-    gen_info = G.info() if hasattr(G, "info") else {"name": getattr(G, "name", "?")}
+    info = G.info() if hasattr(G, "info") else {"name": getattr(G, "name", "custom")}
+    perceptual: dict[str, Any] = {"vgg16": networks.vgg_source, "lpips": networks.lpips_source}
+    for key in ("vgg16", "lpips"):
+        perceptual[f"{key}_sha256"] = _content_id(perceptual[key])
 
     def load(item: BatchItem) -> Any:
-        image = load_image(item.path)                       # uint8 [H, W, 3]
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0   # [3, H, W] in [0, 1]
+        return load_target(item.path)          # ([3, S, S] float in [0, 1], crop or None)
 
-    def process(items: list[BatchItem], targets: list[Any]) -> list[ItemOutput]:
+    def process(items: list[BatchItem], payloads: list[Any]) -> list[ItemOutput]:
         generator = torch.Generator(device="cpu").manual_seed(int(config.seed))
-        result = invert(G, targets, config, device=device, generator=generator, networks=networks)
+        t0 = time.perf_counter()
+        res = invert(G, [t for t, _ in payloads], config, device=device, generator=generator, networks=networks)
+        seconds = time.perf_counter() - t0
+        lat = res.latents.numpy().astype(np.float32)
+        u8 = (res.images.clamp(0, 1) * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
+        u8 = u8.permute(0, 2, 3, 1).cpu().numpy()
         outs = []
-        for i, item in enumerate(items):
-            latent = result.latents[i:i + 1].numpy().astype(np.float32)
-            metrics = {name: float(values[i]) for name, values in result.metrics.items()}
-            metrics["loss"] = float(result.history["loss"][-1, i]) if result.history["loss"].numel() else None
-            metrics["iterations"] = int(result.iterations[i])
+        for j, (item, (_, crop)) in enumerate(zip(items, payloads, strict=True)):
+            final = {name: float(h[-1, j]) for name, h in res.history.items()}
             record = {
-                "format": "latentpriv.invert/1",
+                "latentpriv_version": __version__,
+                "command": "invert",
                 "input": str(item.path),
                 "input_sha256": item.sha256,
-                "input_size": [int(targets[i].shape[2]), int(targets[i].shape[1])],
-                "space": result.space,
-                "shape": list(latent.shape),
-                "metrics": metrics,
-                "batch_size": len(items),
-                "seconds_batch": result.seconds,
+                "centre_crop": None if crop is None else {"left": crop[0], "top": crop[1], "size": crop[2]},
+                "space": res.space,
+                "shape": list(lat[j:j + 1].shape),
+                "note": ("pre-truncation W: render with `latentpriv generate` (default truncation) "
+                         if res.space == "w" else ""),
+                "model": info,
+                "weights_sha256": info.get("sha256") if isinstance(info, dict) else None,
+                "perceptual_weights": perceptual,
                 "config": config_dict,
-                "generator": gen_info,
-                "perceptual": {"vgg": getattr(networks, "vgg_source", None),
-                               "lpips": getattr(networks, "lpips_source", None)},
+                "seed": config.seed,
+                "iterations": int(res.iterations[j]),
+                "iterations_max": config.iterations,
+                "final_losses": final,
+                "psnr": float(res.metrics["psnr"][j]),
+                "lpips": float(res.metrics["lpips"][j]),
+                "seconds": seconds,
+                "batch_size": len(items),
                 "device": str(device),
-                **dict(record_extra or {}),
+                **dict(extra_record or {}),
             }
-            files: dict[str, Any] = {".npy": latent}
-            if recon_suffix:
-                img = (result.images[i].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-                files[recon_suffix] = img
+            files: dict[str, Any] = {".npy": lat[j:j + 1]}
+            if image_dir is not None:
+                files[".png"] = u8[j]
+            metrics = {"psnr": record["psnr"], "lpips": record["lpips"], "iterations": record["iterations"],
+                       "loss": final.get("loss")}
             outs.append(ItemOutput(files=files, record=record, metrics=metrics))
         return outs
 
@@ -1008,9 +1024,44 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any = None, recon
 
     # what determines the outputs, without file locations (nodes may keep the same weights in other places)
     task_config = {"command": "invert", "inversion": config_dict,
-                   "generator": {k: v for k, v in gen_info.items() if k != "weights"},
-                   "perceptual": {k: _content_id(getattr(networks, f"{k}_source", None)) for k in ("vgg", "lpips")},
-                   "recon": recon_suffix}
-    outputs = (".npy",) + ((recon_suffix,) if recon_suffix else ())
+                   "generator": {k: v for k, v in info.items() if k != "weights"},
+                   "perceptual": {k: v for k, v in perceptual.items() if k.endswith("_sha256")},
+                   "images": image_dir is not None}
+    outputs = (".npy",) + ((".png",) if image_dir is not None else ())
     return BatchTask(name="invert", input_suffixes=IMAGE_SUFFIXES, output_suffixes=outputs, load=load,
-                     process=process, config=task_config, verify=verify)
+                     process=process, config=task_config, verify=verify,
+                     output_dirs={".png": Path(image_dir)} if image_dir is not None else {})
+
+
+def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: str = "stylegan_ffhq",
+               vgg_weights: Path | None = None, device: str = "auto", batch_size: int = 1,
+               image_dir: Path | None = None, overwrite: bool = False, progress: bool = True) -> BatchSummary:
+    """``latentpriv invert DIR -o OUTDIR``: every image of DIR, sharded over torchrun's ranks, resumable.
+
+    Loads the generator and VGG16/LPIPS once per rank on the rank's device, then :func:`run_cli`.
+    """
+    def build(dist: Any) -> BatchTask:
+        from latentpriv.models.registry import load_generator
+        from latentpriv.perceptual import PerceptualNetworks
+
+        G = load_generator(str(weights), device=dist.device)
+        networks = PerceptualNetworks.load(dist.device, vgg_weights=vgg_weights)
+        return invert_task(G, config, device=dist.device, networks=networks, image_dir=image_dir)
+
+    return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
+                   batch_size=batch_size, overwrite=overwrite, progress=progress)
+
+
+def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto", overwrite: bool = False,
+                  seed: int | None = None, warn: Callable[[str], None] | None = None,
+                  **options: Any) -> BatchSummary:
+    """``latentpriv privatize DIR -o OUTDIR``: every ``.npy`` of DIR, one shared ledger, resumable.
+
+    ``options`` are :func:`privatize_task`'s (the command's options); warnings are shown on rank 0 only.
+    """
+    def build(dist: Any) -> BatchTask:
+        return privatize_task(outdir=Path(outdir), device=dist.device, seed=seed,  # type: ignore[arg-type]
+                              warn=warn if dist.is_main else None, **options)
+
+    return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
+                   batch_size=1, overwrite=overwrite, seed=seed)

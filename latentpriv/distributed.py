@@ -261,8 +261,8 @@ def init_distributed(device: str | torch.device | None = "auto", *, backend: str
 
     Args:
         device: the user's ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``); see :func:`device_for`.
-        backend: ``gloo``, ``nccl`` or ``auto``/None (``LATENTPRIV_DIST_BACKEND``, else nccl on CUDA,
-            gloo otherwise).
+        backend: ``gloo``, ``nccl`` or ``auto``/None (``LATENTPRIV_DIST_BACKEND``, else nccl when every
+            process of the node has its own GPU, gloo otherwise).
         environ: the environment to read (default ``os.environ``; rendezvous uses ``env://``, i.e. the
             real environment's ``MASTER_ADDR``/``MASTER_PORT``).
 
@@ -285,7 +285,14 @@ def init_distributed(device: str | torch.device | None = "auto", *, backend: str
             raise InputError(f"an existing process group (rank {dist.get_rank()} of {dist.get_world_size()}) "
                              f"disagrees with RANK={env.rank} WORLD_SIZE={env.world_size}")
         return Distributed(env, dev, dist.get_backend(), owns_group=False)
-    chosen = choose_backend(dev, backend or environ.get("LATENTPRIV_DIST_BACKEND") or "auto")
+    requested = backend or environ.get("LATENTPRIV_DIST_BACKEND") or "auto"
+    chosen = choose_backend(dev, requested)
+    if chosen == "nccl" and env.local_world_size > torch.cuda.device_count():
+        # NCCL refuses two ranks on one GPU; the engine only exchanges small objects, which gloo carries fine
+        if requested.strip().lower() == "nccl":
+            raise InputError(f"backend nccl needs one GPU per process, but {env.local_world_size} processes share "
+                             f"{torch.cuda.device_count()} GPU(s) on this node; use gloo or fewer processes")
+        chosen = "gloo"
     for key in ("MASTER_ADDR", "MASTER_PORT"):
         if not environ.get(key):
             raise InputError(f"WORLD_SIZE={env.world_size} but {key} is not set; launch with torchrun, "
