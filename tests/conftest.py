@@ -1,0 +1,104 @@
+"""Shared test fixtures.
+
+* ``shared_dir``: the read-only ``../shared`` folder (spec, fixtures, InterFaceGAN boundaries), found
+  next to the repository root or via ``$LATENTPRIV_SHARED``. Missing -> the test fails loudly (CI has it).
+* ``synthetic_checkpoint``: factory ``synthetic_checkpoint(tmp_path, resolution=32, seed=0, fmap_max=None)``
+  writing the spec's synthetic StyleGAN weights (section 12 recipe; cut to ``resolution``) to
+  ``tmp_path/stylegan_synth_<res>_seed<seed>.pth`` and returning the path. ``fmap_max`` (e.g. 32) builds
+  a narrow generator of the same layout instead (fast; same recipe over its own manifest).
+* ``synthetic_generator``: session-cached factory ``synthetic_generator(resolution=32, seed=0,
+  fmap_max=None)`` -> a loaded CPU generator (frozen; do not mutate it, e.g. with ``.to()``).
+* ``synthetic_checkpoint_1024``: the full 1024 px seed-0 checkpoint, written once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_path() -> Path:
+    env = os.environ.get("LATENTPRIV_SHARED")
+    return Path(env).expanduser() if env else REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    path = _shared_path()
+    if not (path / "spec" / "STYLEGAN_SPEC.md").is_file():
+        pytest.fail(f"the shared folder (spec, fixtures, boundaries) is not at {path}; "
+                    "put it beside the repository or set LATENTPRIV_SHARED", pytrace=False)
+    return path
+
+
+def _manifest(resolution: int, fmap_max: int | None):
+    from latentpriv.models.stylegan import StyleGANConfig, state_dict_manifest
+
+    if fmap_max is None:
+        return None  # the FFHQ manifest, cut to `resolution`
+    return state_dict_manifest(StyleGANConfig.standard(resolution, fmap_max=fmap_max))
+
+
+def _write(path: Path, resolution: int, seed: int, fmap_max: int | None) -> Path:
+    from latentpriv.models.synthetic import write_synthetic_checkpoint
+
+    manifest = _manifest(resolution, fmap_max)
+    return write_synthetic_checkpoint(path, seed, resolution=None if manifest is not None else resolution,
+                                      manifest=manifest)
+
+
+@pytest.fixture(scope="session")
+def _checkpoint_cache(tmp_path_factory) -> Callable[..., Path]:
+    root = tmp_path_factory.mktemp("synthetic_checkpoints")
+    made: dict[tuple, Path] = {}
+
+    def get(resolution: int = 32, seed: int = 0, fmap_max: int | None = None) -> Path:
+        key = (int(resolution), int(seed), fmap_max)
+        if key not in made:
+            name = f"stylegan_synth_{resolution}_seed{seed}" + (f"_fmax{fmap_max}" if fmap_max else "") + ".pth"
+            made[key] = _write(root / name, resolution, seed, fmap_max)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture
+def synthetic_checkpoint(_checkpoint_cache) -> Callable[..., Path]:
+    """Factory: ``synthetic_checkpoint(tmp_path, resolution=32, seed=0, fmap_max=None) -> Path``."""
+
+    def make(tmp_path: Path, resolution: int = 32, seed: int = 0, fmap_max: int | None = None) -> Path:
+        src = _checkpoint_cache(resolution, seed, fmap_max)
+        dst = Path(tmp_path) / src.name
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+        return dst
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_generator(_checkpoint_cache) -> Callable[..., object]:
+    """Factory: ``synthetic_generator(resolution=32, seed=0, fmap_max=None)`` -> CPU generator (cached)."""
+    from latentpriv.models.registry import load_generator
+
+    loaded: dict[tuple, object] = {}
+
+    def get(resolution: int = 32, seed: int = 0, fmap_max: int | None = None):
+        key = (int(resolution), int(seed), fmap_max)
+        if key not in loaded:
+            loaded[key] = load_generator(_checkpoint_cache(resolution, seed, fmap_max), device="cpu")
+        return loaded[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoint_1024(_checkpoint_cache) -> Path:
+    """The full 1024 px synthetic checkpoint for seed 0 (spec section 12), written once per session."""
+    return _checkpoint_cache(1024, 0)
