@@ -33,6 +33,7 @@ The engine never prints; it logs through :mod:`logging` and returns a :class:`Ba
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -75,7 +76,10 @@ class BatchItem:
         name: the input's file name, e.g. ``"face01.png"``; the item's identity in every record.
         path: the input file.
         seed: ``item_seed(base_seed, name)``, or None when the run has no base seed.
-        sha256: hex sha256 of the input's bytes (filled in by the engine before ``load``).
+        sha256: hex sha256 of the input's bytes (filled in by the engine before ``load``; empty for
+            tasks with a ``fingerprint_key``, whose inputs are secret).
+        fingerprint: what the sidecar records to recognise this input on resume: ``sha256`` or, for
+            tasks with a ``fingerprint_key``, HMAC-SHA256 of the bytes under that key.
     """
 
     index: int
@@ -83,6 +87,7 @@ class BatchItem:
     path: Path
     seed: int | None = None
     sha256: str = ""
+    fingerprint: str = ""
 
     @property
     def stem(self) -> str:
@@ -132,6 +137,9 @@ class BatchTask:
             side effects that must not repeat, e.g. spending privacy budget).
         output_dirs: output suffix -> another folder for that output (default: OUTDIR), e.g.
             reconstructions written to a separate image folder.
+        fingerprint_key: for secret inputs (true latents): the sidecar then records a keyed HMAC of
+            the input instead of its sha256, so a released record does not let anyone test a guessed
+            input. Keep the key private (e.g. beside the privacy ledger).
     """
 
     name: str
@@ -144,6 +152,7 @@ class BatchTask:
     verify: Callable[[BatchItem, dict[str, Path]], None] | None = None
     retry_alone: bool = True
     output_dirs: Mapping[str, Path] = field(default_factory=dict)
+    fingerprint_key: bytes | None = None
 
     def __post_init__(self) -> None:
         if not self.output_suffixes:
@@ -254,8 +263,6 @@ def _json_default(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
-    import dataclasses
-
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     return str(obj)
@@ -386,8 +393,9 @@ def _sanitize(obj: Any) -> Any:
 def check_complete(task: BatchTask, outdir: Path, item: BatchItem, config_hash: str) -> str | None:
     """None when ``item``'s outputs in ``outdir`` are complete and current, else the reason they are not.
 
-    Complete means: the sidecar exists and parses; it records this input's sha256, this
-    configuration's hash and this item's seed; every output exists with the sha256 recorded in the sidecar; ``.npy`` outputs
+    Complete means: the sidecar exists and parses; it records this input's fingerprint (sha256 or keyed
+    HMAC), this configuration's hash and this item's seed; every output exists with the sha256 recorded
+    in the sidecar; ``.npy`` outputs
     load without pickle and hold only finite numbers; the task's ``verify`` hook passes.
     """
     sidecar = task.sidecar_path(outdir, item)
@@ -399,7 +407,8 @@ def check_complete(task: BatchTask, outdir: Path, item: BatchItem, config_hash: 
         recorded = batch["outputs"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"{sidecar.name} unreadable or not written by a batch run"
-    if batch.get("input_sha256") != item.sha256:
+    field_name = "input_hmac_sha256" if task.fingerprint_key else "input_sha256"
+    if not item.fingerprint or batch.get(field_name) != item.fingerprint:
         return "input changed"
     if batch.get("config_sha256") != config_hash:
         return "configuration changed"
@@ -561,7 +570,7 @@ class _Runner:
             record["batch"] = {
                 "command": self.task.name,
                 "input": item.name,
-                "input_sha256": item.sha256,
+                ("input_hmac_sha256" if self.task.fingerprint_key else "input_sha256"): item.fingerprint,
                 "config_sha256": self.config_hash,
                 "seed": item.seed,
                 "outputs": hashes,
@@ -584,7 +593,7 @@ class _Runner:
         for item in items:
             t0 = time.perf_counter()
             try:
-                item = _with_sha(item)
+                item = _with_sha(item, self.task.fingerprint_key)
             except OSError as exc:
                 self.fail(item, InputError(f"{item.path}: cannot read ({exc.strerror or exc})"),
                           time.perf_counter() - t0)
@@ -637,11 +646,20 @@ class _Runner:
                 self.fail(item, exc, ls + share)
 
 
-def _with_sha(item: BatchItem) -> BatchItem:
-    if item.sha256:
+def _with_sha(item: BatchItem, key: bytes | None = None) -> BatchItem:
+    """``item`` with its input's sha256 (no key) or keyed HMAC-SHA256 (secret inputs) filled in."""
+    if item.fingerprint:
         return item
-    return BatchItem(index=item.index, name=item.name, path=item.path, seed=item.seed,
-                     sha256=sha256_file(item.path))
+    if key:
+        import hmac
+
+        mac = hmac.new(key, digestmod="sha256")
+        with open(item.path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                mac.update(block)
+        return dataclasses.replace(item, fingerprint=mac.hexdigest())
+    digest = sha256_file(item.path)
+    return dataclasses.replace(item, sha256=digest, fingerprint=digest)
 
 
 def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.PathLike, *,
@@ -801,6 +819,35 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
     return summary
 
 
+def secret_key(path: Path) -> bytes:
+    """32 random bytes kept in ``path`` (mode 0600), made once; every process reads the same key.
+
+    Created atomically (temp file + ``os.link``, which fails if another process got there first), so
+    concurrent ranks never see a half-written key.
+    """
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, os.urandom(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise InputError(f"{path}: not a 32-byte batch key; delete it to make a new one (a folder run will then "
+                         "not recognise, and will release again, files it released before)")
+    return key
+
+
 def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
                    boundary_files: Sequence[Path] = (), conditions: Sequence[str] = (),
                    mechanism: str = "laplace", delta: float | None = None, clip_radius: float = 3.0,
@@ -816,7 +863,9 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     several processes share one ledger safely), the ledger line written *before* the output (a crash
     in between over-counts, never under-counts). With ``seed`` each file gets its own seeded noise
     (``item_seed(seed, name)``), never one stream shared by all files. Files are processed one at a
-    time and never retried within a run (a release is a side effect).
+    time and never retried within a run (a release is a side effect). Inputs are true latents, so the
+    sidecar (the release record) identifies its input by an HMAC under a key kept beside the ledger
+    (``<ledger>.batch-key``), never by a plain hash that would let anyone test a guessed latent.
     """
     import warnings
 
@@ -925,9 +974,10 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
         "space": space, "layers": layer_idx, "model": model, "attrs": list(attrs), "conditions": list(conditions),
         "boundary_files": boundary_hashes, "weights": weights if center_v == "auto" else None, "seed": seed,
     }
+    key = secret_key(ledger.path.with_name(ledger.path.name + ".batch-key"))
     return BatchTask(name="privatize", input_suffixes=(".npy",), output_suffixes=("_private.npy",),
                      sidecar_suffix="_private.json", load=load, process=process, config=config, verify=verify,
-                     retry_alone=False)
+                     retry_alone=False, fingerprint_key=key)
 
 
 def _content_id(source: Any) -> str | None:

@@ -425,13 +425,18 @@ def test_privatize_folder_releases_each_file_once_and_resume_spends_nothing(tmp_
         w = np.load(tmp_path / "in" / name)
         released = np.load(tmp_path / "out" / f"{stem}_private.npy")
         assert released.shape == w.shape
-        record = json.loads((tmp_path / "out" / f"{stem}_private.json").read_text())
+        text = (tmp_path / "out" / f"{stem}_private.json").read_text()
+        record = json.loads(text)
         assert record["mechanism"] == "laplace" and record["batch"]["input"] == name
+        # the release record must not let anyone test a guessed input: no plain hash of the true latent
+        assert batch.sha256_file(tmp_path / "in" / name) not in text
+        assert "input_sha256" not in record["batch"] and len(record["batch"]["input_hmac_sha256"]) == 64
         shifts.append(float(((released - w) @ np.load(tmp_path / "b.npy").T).item()))
     assert len(set(np.round(shifts, 6))) == 4     # per-file seeds: no shared noise stream
-    again = run_batch(task, tmp_path / "in", tmp_path / "out", seed=3)
+    again = run_batch(_privatize_task(tmp_path), tmp_path / "in", tmp_path / "out", seed=3)   # key re-read
     assert (again.ok, again.skipped) == (0, 4)
     assert len(_ledger_lines(tmp_path / "ledger.jsonl")) == 4   # skipped files spend nothing
+    assert oct((tmp_path / "ledger.jsonl.batch-key").stat().st_mode & 0o777) == "0o600"
 
 
 def _release_repeatedly(task: BatchTask, item: batch.BatchItem, n: int) -> None:
@@ -454,3 +459,23 @@ def test_processes_sharing_one_ledger_never_overspend(tmp_path):
     lines = _ledger_lines(tmp_path / "ledger.jsonl")
     assert len(lines) == 7                                  # exactly the budget, not one release more
     assert len({line["release_id"] for line in lines}) == 7
+
+
+def _read_key(path: str, queue) -> None:
+    queue.put(batch.secret_key(Path(path)))
+
+
+def test_secret_key_is_made_once_even_when_processes_race(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_read_key, args=(str(tmp_path / "k" / "ledger.batch-key"), queue)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    keys = [queue.get(timeout=30) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert len(set(keys)) == 1 and len(keys[0]) == 32
+    assert [p.name for p in (tmp_path / "k").iterdir()] == ["ledger.batch-key"]   # no temp files left
+    (tmp_path / "k" / "ledger.batch-key").write_bytes(b"short")
+    with pytest.raises(InputError, match="not a 32-byte batch key"):
+        batch.secret_key(tmp_path / "k" / "ledger.batch-key")
