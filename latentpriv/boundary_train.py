@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -268,7 +269,9 @@ def boundary_record(result: BoundaryTrainResult, *, name: str, attribute: str, s
         "dtype": str(result.boundary.dtype),
         "direction": f"unit normal pointing toward higher {attribute} scores",
         "model": model,
-        "model_info": model_info,
+        # the weights file by name and sha256 only: a local path means nothing on another machine
+        "model_info": None if model_info is None else {
+            k: (Path(v).name if k == "weights" and v else v) for k, v in model_info.items()},
         "sampler": None if sampler_seed is None else {
             "seed": sampler_seed, "num": num,
             "how": "G.sample_z(num, torch.Generator('cpu').manual_seed(seed)), rendered with G.synthesize defaults",

@@ -169,10 +169,15 @@ def list_cmd(as_json: bool) -> None:
         click.echo("no boundaries known")
         return
     width = max(len(r["name"]) for r in rows)
-    click.echo(f"{'name':<{width}}  space  present  source")
+    click.echo(f"{'name':<{width}}  space  present  where")
     for r in rows:
-        click.echo(f"{r['name']:<{width}}  {str(r['space']):<5}  {'yes' if r['present'] else 'no ':<7}  "
-                   f"{r['path'] or r['source'] or ''}")
+        if r["present"]:
+            where = r["path"]
+        elif r["source"] == "asset":
+            where = f"registered asset: `latentpriv weights fetch {r['name']}`"
+        else:
+            where = r["source"] or ""
+        click.echo(f"{r['name']:<{width}}  {str(r['space'] or '?'):<5}  {'yes' if r['present'] else 'no':<7}  {where}")
 
 
 def _row(b) -> dict:
