@@ -781,6 +781,20 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
 # with the summary's code.
 
 
+def _deterministic_torch() -> None:
+    """Bitwise-reproducible CUDA runs (``LATENTPRIV_DETERMINISTIC=1``), at some cost in speed.
+
+    CUDA's fastest kernels (atomics in backward passes, autotuned convolutions) make two identical GPU
+    runs differ slightly; an inversion amplifies that over its iterations. CPU runs are reproducible
+    without this.
+    """
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # must precede the first cuBLAS call
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
 def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Path | None, *, device: str,
             batch_size: int = 1, overwrite: bool = False, seed: int | None = None, progress: bool = True,
             as_json: bool = False) -> BatchSummary:
@@ -798,6 +812,8 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
 
     if outdir is None:
         raise InputError(f"{input_dir} is a folder: pass -o OUTDIR, the folder for the outputs")
+    if os.environ.get("LATENTPRIV_DETERMINISTIC", "").strip() not in ("", "0"):
+        _deterministic_torch()
     with init_distributed(device) as dist:
         task = build_task(dist)
         try:

@@ -9,8 +9,9 @@ What is measured: :func:`latentpriv.inversion.invert` (the function behind ``lat
 the chosen preset's loss, optimiser and resize settings, on ``B`` random target images at a time. Each
 configuration runs ``--warmup`` + ``--steps`` optimiser steps; the time per step is the median of the
 timed steps (CUDA synchronised). Early stopping is switched off so every image costs the same number
-of steps, and ``images/hour = 3600 * B / (step_seconds * iterations)`` with ``iterations`` the preset's
-(what a full ``latentpriv invert`` run does per image). The generator is the spec's synthetic-weights
+of steps, and ``images/hour = 3600 * B / (overhead + step_seconds * iterations)`` with ``iterations`` the
+preset's (what a full ``latentpriv invert`` run does per image; with early stopping on, real runs can be
+faster) and ``overhead`` the once-per-batch work before the first and after the last step. The generator is the spec's synthetic-weights
 StyleGAN (same architecture and cost as the released FFHQ model) and the VGG16/LPIPS weights are
 random: the time of a step does not depend on weight values, and nothing has to be downloaded.
 
@@ -76,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", type=Path, default=REPO / "docs" / "BENCHMARKS.md",
                    help="markdown file whose 'Batch throughput' section is replaced (default docs/BENCHMARKS.md)")
     p.add_argument("--no-write", action="store_true", help="print only; leave the markdown file alone")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="measure nothing: write the section from a --json file of an earlier run")
     args = p.parse_args(argv)
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
@@ -130,14 +133,19 @@ def time_config(G: Any, nets: Any, config: Any, batch: int, amp: str, args: argp
     t0 = time.perf_counter()
     invert(G, targets.to(device), cfg, device=device, generator=torch.Generator().manual_seed(0),
            networks=nets, callback=callback)
-    wall = time.perf_counter() - t0
+    _sync(device)
+    t_end = time.perf_counter()
     marks = [t0, *stamps]
     deltas = [b - a for a, b in zip(marks[:-1], marks[1:], strict=True)][args.warmup:]
     step_s = statistics.median(deltas)
-    per_image_run = step_s * config.iterations / batch
+    # once per batch: targets' features, initial latent, noise-ramp statistics (before the first step),
+    # final renderings and metrics (after the last one)
+    overhead = max(0.0, (stamps[0] - t0) - step_s) + (t_end - stamps[-1])
+    per_image_run = (overhead + step_s * config.iterations) / batch
     out = {
         "batch_size": batch, "amp": amp, "step_seconds": step_s, "steps_timed": len(deltas),
-        "seconds_per_image": per_image_run, "images_per_hour": 3600.0 / per_image_run, "wall_seconds": wall,
+        "batch_overhead_seconds": overhead, "seconds_per_image": per_image_run,
+        "images_per_hour": 3600.0 / per_image_run, "wall_seconds": t_end - t0,
     }
     if device.type == "cuda":
         out["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
@@ -157,7 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     config, source = load_inversion_config(args)
     G = stylegan_from_state_dict(to_torch_state_dict(synthetic_state_dict(0, resolution=args.resolution)),
-                                 device=device, name="synthetic")
+                                 name="synthetic").to(device)   # built on the CPU, then moved whole
     nets = PerceptualNetworks.random(torch.Generator().manual_seed(0), device)
     info: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -165,7 +173,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "torch": torch.__version__, "resolution": args.resolution, "config": source,
         "iterations": config.iterations, "space": config.space, "steps_timed": args.steps,
         "time_limit_s": args.time_limit, "results": [], "stopped": None,
+        "command": "python scripts/bench_batch.py " + " ".join(sys.argv[1:]),
     }
+    # one short untimed run first: CUDA context, kernel selection and allocator warm-up would otherwise be
+    # charged to the first configuration measured
+    time_config(G, nets, config, min(args.batch_sizes), args.amp[0],
+                argparse.Namespace(**{**vars(args), "warmup": 0, "steps": 2}), device)
     for amp in args.amp:
         previous: dict[str, Any] | None = None
         for batch in args.batch_sizes:
@@ -205,32 +218,46 @@ def markdown(info: dict[str, Any]) -> str:
         f"Measured {info['date']} on {info['device']} (torch {info['torch']}) by `scripts/bench_batch.py`: "
         f"`invert` at {info['resolution']} px with {info['config']} ({info['iterations']} iterations per image, "
         f"space `{info['space']}`), synthetic-weights StyleGAN and random VGG16/LPIPS weights (timing does not "
-        f"depend on weight values), early stopping off; median of {info['steps_timed']} timed steps. "
-        "images/hour = 3600 x batch / (seconds per step x iterations).",
+        f"depend on weight values), early stopping off (real runs may stop earlier and be faster); median of "
+        f"{info['steps_timed']} timed steps. images/hour = 3600 x batch / (per-batch setup + seconds per step x "
+        "iterations).",
         "",
-        "| batch | precision | ms / step | s / image (full run) | images / hour | peak GPU memory |",
-        "|---:|---|---:|---:|---:|---:|",
+        f"Command: `{info.get('command', 'python scripts/bench_batch.py')}`",
+        "",
+        "| batch | precision | ms / step | setup s / batch | s / image (full run) | images / hour | peak GPU memory |",
+        "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in info["results"]:
         if r.get("oom"):
-            lines.append(f"| {r['batch_size']} | {r['amp']} | out of memory | | | |")
+            lines.append(f"| {r['batch_size']} | {_precision(r['amp'])} | out of memory | | | | |")
             continue
         mem = f"{r['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in r else "-"
-        lines.append(f"| {r['batch_size']} | {r['amp']} | {r['step_seconds'] * 1000:.1f} | "
-                     f"{r['seconds_per_image']:.2f} | {r['images_per_hour']:.0f} | {mem} |")
+        lines.append(f"| {r['batch_size']} | {_precision(r['amp'])} | {r['step_seconds'] * 1000:.1f} | "
+                     f"{r['batch_overhead_seconds']:.2f} | {r['seconds_per_image']:.2f} | "
+                     f"{r['images_per_hour']:.0f} | {mem} |")
     if ok:
-        base = {r["amp"]: r for r in ok if r["batch_size"] == 1}
-        best = max(ok, key=lambda r: r["images_per_hour"])
         lines.append("")
-        ref = base.get(best["amp"]) or base.get("none")
-        gain = f" ({best['images_per_hour'] / ref['images_per_hour']:.1f}x batch 1)" if ref else ""
-        lines.append(f"Best: batch {best['batch_size']} ({best['amp']}), {best['images_per_hour']:.0f} images/hour"
-                     f"{gain}; on N GPUs with `torchrun --nproc_per_node=N` multiply by about N (the ranks "
-                     "share no work). Use `--batch-size` accordingly.")
+        base = next((r for r in ok if r["batch_size"] == 1 and r["amp"] == "none"), None) or \
+            min(ok, key=lambda r: (r["batch_size"], r["amp"] != "none"))
+        lines.append(f"Batch {base['batch_size']} ({_precision(base['amp'])}): {base['images_per_hour']:.0f} "
+                     "images/hour.")
+        for amp in dict.fromkeys(r["amp"] for r in ok):
+            best = max((r for r in ok if r["amp"] == amp), key=lambda r: r["images_per_hour"])
+            lines.append(f"Best {_precision(amp)}: batch {best['batch_size']}, {best['images_per_hour']:.0f} "
+                         f"images/hour ({best['images_per_hour'] / base['images_per_hour']:.1f}x batch "
+                         f"{base['batch_size']} {_precision(base['amp'])}).")
+        lines.append("")
+        lines.append("Use `latentpriv invert DIR -o OUTDIR --batch-size B` (bf16: `--set amp=bf16`); on N GPUs "
+                     "`torchrun --nproc_per_node=N` multiplies this by about N, since the ranks share no work "
+                     "(see docs/scale.md).")
     if info.get("stopped"):
         lines.append(f"Stopped early: {info['stopped']}.")
     lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+def _precision(amp: str) -> str:
+    return {"none": "float32", "bf16": "bf16 autocast"}.get(amp, amp)
 
 
 def write_section(path: Path, section: str) -> None:
@@ -250,7 +277,7 @@ def write_section(path: Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    info = run(args)
+    info = json.loads(args.from_json.read_text()) if args.from_json else run(args)
     section = markdown(info)
     print(section)
     if args.json is not None:
