@@ -729,7 +729,7 @@ def stylegan_from_state_dict(state_dict: Mapping[str, object], *, device: str | 
     with torch.device(device):
         G = StyleGANGenerator(config, name=name)
     G.load_state_dict(sd, strict=True)
-    return G
+    return G.to(device)  # buffers made with torch.from_numpy ignore the default-device context
 
 
 def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> object:
