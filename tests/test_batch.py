@@ -479,3 +479,69 @@ def test_secret_key_is_made_once_even_when_processes_race(tmp_path):
     (tmp_path / "k" / "ledger.batch-key").write_bytes(b"short")
     with pytest.raises(InputError, match="not a 32-byte batch key"):
         batch.secret_key(tmp_path / "k" / "ledger.batch-key")
+
+
+# ------------------------------------------------------------------------------------ scripts (CPU parts)
+
+SCRIPTS = REPO / "scripts"
+
+
+def test_shell_scripts_parse_and_pass_shellcheck():
+    import shutil
+
+    scripts = sorted(SCRIPTS.glob("*.sh")) + [SCRIPTS / "slurm_invert.sbatch"]
+    assert len(scripts) >= 5
+    for script in scripts:
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        assert "set -euo pipefail" in script.read_text() or script.name == "launch_common.sh"
+    if shutil.which("shellcheck") is None:   # the linter is an optional tool; bash -n above always runs
+        return
+    result = subprocess.run(["shellcheck", "-x", *map(str, scripts)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["invert_dir.sh"], "Usage"),
+    (["invert_dir.sh", "/nonexistent/faces", "OUT"], "is not a folder"),
+    (["invert_dir.sh", "{in}", "{out}", "two"], "NUM_GPUS must be a positive integer"),
+    (["privatize_dir.sh", "{in}", "{out}"], "Usage"),
+    (["sweep_epsilon.sh", "{in}", "{out}", "1 x"], "epsilon 'x' is not a positive number"),
+])
+def test_scripts_reject_bad_arguments_before_running_anything(tmp_path, argv, message):
+    (tmp_path / "in").mkdir()
+    args = [a.format(**{"in": tmp_path / "in", "out": tmp_path / "out"}) for a in argv]
+    result = subprocess.run(["bash", str(SCRIPTS / args[0]), *args[1:]], capture_output=True, text=True,
+                            timeout=30, env=_env())
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_batch", SCRIPTS / "bench_batch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_section_replaces_only_its_own_part_of_the_markdown(tmp_path):
+    bench = _bench()
+    info = {"date": "d", "device": "GPU X", "torch": "t", "resolution": 1024, "config": "preset default",
+            "iterations": 1000, "space": "auto", "steps_timed": 10, "stopped": None, "command": "python b.py",
+            "results": [
+                {"batch_size": 1, "amp": "none", "step_seconds": 0.04, "batch_overhead_seconds": 0.1,
+                 "seconds_per_image": 40.1, "images_per_hour": 89.8, "peak_memory_gib": 1.5},
+                {"batch_size": 8, "amp": "none", "step_seconds": 0.1, "batch_overhead_seconds": 0.2,
+                 "seconds_per_image": 12.5, "images_per_hour": 288.0, "peak_memory_gib": 9.0},
+                {"batch_size": 16, "amp": "none", "oom": True}]}
+    section = bench.markdown(info)
+    assert "| 8 | float32 | 100.0 | 0.20 | 12.50 | 288 | 9.0 GiB |" in section
+    assert "Best float32: batch 8, 288 images/hour (3.2x batch 1 float32)" in section
+    assert "| 16 | float32 | out of memory |" in section
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text("# Benchmarks\n\n## Other\nkeep me\n")
+    bench.write_section(md, section)
+    bench.write_section(md, section.replace("GPU X", "GPU Y"))   # a rerun replaces, never duplicates
+    text = md.read_text()
+    assert "keep me" in text and text.count(bench.START) == 1 and "GPU Y" in text and "GPU X" not in text
