@@ -25,7 +25,9 @@ COMMANDS: dict[str, str] = {
     "privatize": "privatize:privatize",
     "sweep": "sweep:sweep",
     "boundary": "boundary:boundary",
+    "demo": "demo:demo",
     "generate": "generate:generate",
+    "invert": "invert:invert",
     "weights": "weights:weights",
 }
 
