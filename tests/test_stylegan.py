@@ -373,6 +373,13 @@ def small_sd():
     return to_torch_state_dict(synthetic_state_dict(0, resolution=8))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # load_state_dict into meta tensors is a no-op
+def test_every_tensor_lands_on_the_requested_device(small_sd):
+    """Regression: buffers made with torch.from_numpy (blur kernels) once stayed on the CPU under CUDA."""
+    G = stylegan_from_state_dict(small_sd, device="meta")
+    assert {t.device.type for t in G.state_dict().values()} == {"meta"} and G.device.type == "meta"
+
+
 def test_loader_tolerates_optional_keys(tmp_path, small_sd):
     base = stylegan_from_state_dict(small_sd)
     sd = dict(small_sd)
