@@ -1,0 +1,111 @@
+"""`latentpriv demo` end to end (few inversion steps), with and without the face extra."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from latentpriv import assets
+from latentpriv.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _weights_present(monkeypatch):
+    missing = [n for n in ("dcgan64", "vgg16", "lpips_vgg") if assets.find(n) is None]
+    if missing:
+        pytest.fail(f"weights {', '.join(missing)} are not on this machine; run `latentpriv weights fetch "
+                    f"{' '.join(missing)}` (CI does this before the tests)", pytrace=False)
+    monkeypatch.chdir(REPO)  # the demo boundaries are found in ./boundaries
+
+
+def _face_extra() -> bool:
+    from latentpriv.faces.models import available
+
+    return available()
+
+
+def _run(out: Path, *extra: str):
+    res = CliRunner().invoke(cli, ["demo", "--out", str(out), "--iterations", "3", "--draws", "2",
+                                   "--epsilons", "1,5", "--device", "cpu", *extra])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return res
+
+
+def _check_common(out: Path, res) -> dict:
+    from PIL import Image
+
+    summary, report_path = out / "summary.png", out / "report.json"
+    assert f"wrote {summary}" in res.output and f"wrote {report_path}" in res.output
+    assert "What to look at" in res.output
+    rep = json.loads(report_path.read_text())
+    # layout: 2 + 2 columns of 256 px faces (scale 4), 2 rows of draws
+    img = np.asarray(Image.open(summary).convert("RGB"))
+    assert img.shape[1] == 8 + 4 * (256 + 8)
+    assert img.shape[0] > 2 * 256
+    face = img[44:44 + 256, 8:8 + 256]  # the original, upscaled
+    assert face.std() > 10  # a picture, not a blank tile
+    assert rep["model"]["name"] == "dcgan64" and rep["inversion"]["space"] == "z"
+    assert rep["inversion"]["iterations"] == 3
+    assert math.isfinite(rep["inversion"]["psnr_db"]) and 0 <= rep["inversion"]["lpips"] < 2
+    assert [r["epsilon"] for r in rep["releases"]] == [1.0, 5.0]
+    for r in rep["releases"]:
+        assert r["mechanism"] == "laplace" and r["noise_sampler"]["sampler"] == "opendp" and r["for_release"]
+        assert r["laplace_scale"] == pytest.approx(2 * 3.0 / r["epsilon"], rel=1e-5)  # 2B / epsilon
+        assert len(r["draws"]) == 2
+        for d in r["draws"]:
+            assert -3.0 - 1e-4 <= d["smile_coordinate"] <= 3.0 + 1e-4  # released value clipped to [-B, B]
+            assert math.isfinite(d["lpips_vs_reconstruction"])
+    assert rep["boundary"]["name"] == "dcgan64_smile_boundary" and rep["boundary"]["space"] == "z"
+    for key in ("invert", "privatize", "render", "total", "wall_total", "load"):
+        assert rep["times_s"][key] >= 0
+    return rep
+
+
+def test_demo_end_to_end(tmp_path):
+    res = _run(tmp_path / "demo")
+    rep = _check_common(tmp_path / "demo", res)
+    if _face_extra():
+        assert rep["skipped"] == []
+        scores = [d["smile_score"] for r in rep["releases"] for d in r["draws"]]
+        assert rep["original"]["smile_score"] is not None  # the demo's photo is a face dlib finds
+        assert all(s is None or 0 < s < 2 for s in scores)
+        assert "measured smile scores" in res.output
+    else:
+        assert rep["skipped"]
+
+
+def test_demo_without_the_face_extra_says_what_it_skipped(tmp_path, monkeypatch):
+    import latentpriv.faces.models as face_models
+
+    monkeypatch.setattr(face_models, "available", lambda: False)
+    res = _run(tmp_path / "demo")
+    rep = _check_common(tmp_path / "demo", res)
+    assert rep["skipped"] and 'pip install -e ".[face]"' in rep["skipped"][0]
+    assert "Skipped:" in res.output and 'pip install -e ".[face]"' in res.output
+    assert rep["original"]["smile_score"] is None
+    assert all(d["smile_score"] is None for r in rep["releases"] for d in r["draws"])
+
+
+@pytest.mark.parametrize("eps", ["0,1", "a,b", "-1", ""])
+def test_bad_epsilons_are_one_line_errors(tmp_path, eps):
+    res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--epsilons", eps, "--iterations", "1"])
+    assert res.exit_code == 2 and "Error: --epsilons" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_missing_weights_are_fetched_with_a_message(monkeypatch):
+    from latentpriv.cli import demo
+
+    calls = []
+    monkeypatch.setattr(assets, "find", lambda name, explicit=None: None if name == "vgg16" else Path("x"))
+    monkeypatch.setattr(assets, "fetch", lambda name, **kw: calls.append(name) or Path("y"))
+    said = []
+    assert demo.ensure_assets(("dcgan64", "vgg16"), said.append) == ["vgg16"]
+    assert calls == ["vgg16"] and "vgg16" in said[0] and "fetching it once" in said[0]
