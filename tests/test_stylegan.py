@@ -45,7 +45,8 @@ CASES = {
     "W_trunc_default": ("input_w_raw", "w", {}),
     "WP_tiled": ("input_w_raw", "wp", {}),
     "WP_mixed": ("input_wp_mixed_raw", "wp", {}),
-    "Z_default": ("input_z_preprocessed", "z", {}),
+    # raw Z: synthesize applies the wrapper's preprocessing itself (checked bitwise below)
+    "Z_default": ("input_w_raw", "z", {}),
 }
 
 
@@ -188,6 +189,14 @@ def test_wp_tiled_is_bitwise_w_notrunc(fixture_dir, rendered):
     r = rendered(fixture_dir)
     assert r["WP_tiled"]["sha256"] == r["W_notrunc"]["sha256"]
     assert r["W_trunc_default"]["sha256"] != r["W_notrunc"]["sha256"]
+
+
+@pytest.mark.parametrize("fixture_dir", FIXTURE_PARAMS)
+def test_z_preprocessing_is_the_wrappers(fixture_dir, synthetic_generator):
+    _seed_of(fixture_dir)
+    G = synthetic_generator(8)
+    raw = torch.from_numpy(np.load(fixture_dir / "input_w_raw.npy"))
+    assert torch.equal(G.preprocess_z(raw), torch.from_numpy(np.load(fixture_dir / "input_z_preprocessed.npy")))
 
 
 # ------------------------------------------------------------------------------------- small models

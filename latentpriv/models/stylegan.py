@@ -464,9 +464,13 @@ class StyleGANGenerator(nn.Module):
     # ------------------------------------------------------------------ latents
 
     def preprocess_z(self, z: torch.Tensor) -> torch.Tensor:
-        """The official wrapper's Z preprocessing: each row rescaled to L2 norm ``sqrt(z_dim)``."""
+        """The official wrapper's Z preprocessing: each row rescaled to L2 norm ``sqrt(z_dim)``.
+
+        Bit-identical to InterFaceGAN's numpy code (``z / norm`` in float32, the product with
+        ``np.sqrt(z_dim)`` in float64, then float32). Not idempotent to the last ulp, so pass raw Z here.
+        """
         norm = torch.linalg.vector_norm(z, dim=1, keepdim=True).clamp_min(1e-30)
-        return z / norm * float(np.sqrt(self.z_dim))
+        return ((z / norm).double() * float(np.sqrt(self.z_dim))).to(z.dtype)
 
     def latent_to_wp(self, latent: torch.Tensor | np.ndarray, space: str = "w",
                      truncation_psi: float | None = DEFAULT_TRUNCATION_PSI,
