@@ -69,8 +69,13 @@ def _check_common(out: Path, res) -> dict:
 
 
 def test_demo_end_to_end(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
     res = _run(tmp_path / "demo")
+    assert torch.get_num_threads() == threads  # --threads 1 (default) is undone afterwards
     rep = _check_common(tmp_path / "demo", res)
+    assert rep["torch_threads"] == 1
     if _face_extra():
         assert rep["skipped"] == []
         scores = [d["smile_score"] for r in rep["releases"] for d in r["draws"]]
