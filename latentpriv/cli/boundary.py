@@ -130,9 +130,12 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
         G = load_generator(model, device=resolve_device(device))
         space = space or G.default_space
         model_name, model_info = G.name, G.info()
-        click.echo(f"sampling and scoring {num} images from {G.name} (seed {seed}) ...", err=True)
-        latents, all_scores = sample_and_score(G, score_images, num, generator=torch.Generator().manual_seed(seed),
-                                               batch_size=batch_size, space=space)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=num, desc=f"sampling and scoring {G.name} (seed {seed})", unit="img", leave=False) as bar:
+            latents, all_scores = sample_and_score(G, score_images, num,
+                                                   generator=torch.Generator().manual_seed(seed),
+                                                   batch_size=batch_size, space=space, progress=bar.update)
         scores = all_scores[key]
         sampler_seed, num_used = seed, num
         if save_samples is not None:
