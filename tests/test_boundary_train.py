@@ -272,3 +272,39 @@ def test_moving_along_the_smile_boundary_raises_the_smile_score(G):
         assert step > 0.01, (alphas[k], step)
     ends = np.isfinite(S[0]) & np.isfinite(S[-1])
     assert np.mean(S[-1, ends] > S[0, ends]) >= 0.8
+
+
+def test_sample_and_score_does_not_depend_on_the_batch_size(G):
+    import torch
+
+    from latentpriv.boundary_train import sample_and_score
+
+    def brightness(images):  # a stand-in scorer: mean intensity, NaN for the darkest third
+        m = images.reshape(len(images), -1).mean(1).astype(np.float64)
+        return {"bright": np.where(m > np.quantile(m, 0.33), m, np.nan) if len(m) > 2 else m}
+
+    seen = []
+    a_lat, a_sc = sample_and_score(G, brightness, 20, generator=torch.Generator().manual_seed(4), batch_size=7,
+                                   progress=seen.append)
+    b_lat, b_sc = sample_and_score(G, lambda im: {"bright": im.reshape(len(im), -1).mean(1)}, 20,
+                                   generator=torch.Generator().manual_seed(4), batch_size=64)
+    assert seen == [7, 7, 6]
+    assert a_lat.shape == (20, 100) and a_lat.dtype == np.float32
+    assert np.array_equal(a_lat, b_lat)
+    assert np.array_equal(a_lat, G.sample_z(20, torch.Generator().manual_seed(4)).numpy())
+    finite = np.isfinite(a_sc["bright"])
+    assert 0 < finite.sum() < 20
+    np.testing.assert_allclose(a_sc["bright"][finite], b_sc["bright"][finite], atol=0.05)
+    with pytest.raises(InputError, match="space 'wp'"):
+        sample_and_score(G, brightness, 4, generator=torch.Generator(), space="wp")
+
+
+def test_attribute_names_map_to_scorers(tmp_path):
+    from latentpriv.cli.boundary import scorer_for
+
+    assert scorer_for("pose")[0] == "yaw" and scorer_for("smile")[0] == "smile"
+    with pytest.raises(InputError, match="no scorer"):
+        scorer_for("age")
+    res = CliRunner().invoke(cli, ["boundary", "train", "--model", "dcgan64", "--attr", "age", "-o",
+                                   str(tmp_path / "a.npy")])
+    assert res.exit_code == 2 and "Error: --attr age: no scorer" in res.output
