@@ -189,6 +189,7 @@ class BatchSummary:
     skipped: int
     failed: int
     failed_items: list[str]
+    errors: dict[str, str]
     wall_seconds: float
     items_per_hour: float | None
     config_sha256: str
@@ -215,6 +216,12 @@ class BatchSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+class ItemsFailed(LatentprivError):
+    """Some items of a folder run failed (the others were written); exit status 1."""
+
+    exit_code = 1
 
 
 class BatchInterrupted(BaseException):
@@ -521,6 +528,7 @@ class _Runner:
         self.config_hash = task.config_sha256
         self.counts = {status: 0 for status in STATUSES}
         self.failed: list[str] = []
+        self.errors: dict[str, str] = {}
         self.results_path = outdir / RESULTS_NAME
         self.host = socket.gethostname()
         self.finished = 0
@@ -548,6 +556,7 @@ class _Runner:
         self.finished += 1
         if status == "failed":
             self.failed.append(item.name)
+            self.errors[item.name] = error or ""
             log.warning("%s: failed: %s", item.name, error)
 
     def write_item(self, item: BatchItem, out: ItemOutput, seconds: float) -> None:
@@ -751,16 +760,17 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
             bar.close()
 
     # Combine the ranks' counts; every rank learns the totals (and so the exit code).
-    mine_counts = {"counts": runner.counts, "failed": runner.failed}
+    mine_counts = {"counts": runner.counts, "failed": runner.failed, "errors": runner.errors}
     gathered = dist.all_gather_object(mine_counts)
     totals = {s: sum(g["counts"][s] for g in gathered) for s in STATUSES}
     failed_items = sorted(name for g in gathered for name in g["failed"])
+    errors = {name: error for g in gathered for name, error in g["errors"].items()}
     wall = time.perf_counter() - t_start
     summary = BatchSummary(
         command=task.name, run_id=run_id, input_dir=str(input_dir), outdir=str(outdir),
         world_size=dist.world_size, batch_size=batch_size, total=len(items), ok=totals["ok"],
         skipped=totals["skipped"], failed=totals["failed"], failed_items=failed_items,
-        wall_seconds=round(wall, 3),
+        errors={name: errors[name] for name in failed_items}, wall_seconds=round(wall, 3),
         items_per_hour=round(totals["ok"] / wall * 3600, 1) if totals["ok"] and wall > 0 else None,
         config_sha256=task.config_sha256, started=started, finished=_now(),
     )
@@ -801,8 +811,9 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
     """Run a folder command: process group from torchrun's environment, task, summary, exit code.
 
     ``build_task(dist)`` makes the task once the rank's device is known (``dist.device``). Prints the
-    summary line (or the summary as JSON) on rank 0 and raises ``SystemExit(1)`` on every rank when an
-    item failed, ``SystemExit(128 + signal)`` when interrupted.
+    summary line (or the summary as JSON) on rank 0. When items failed, rank 0 raises :class:`ItemsFailed`
+    ("N of M inputs failed: <first errors>", exit status 1, printed by the CLI as one ``Error:`` line) and
+    the other ranks exit with status 1 quietly; when interrupted every rank exits ``128 + signal``.
     """
     import sys
 
@@ -830,8 +841,12 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
         else:
             click.echo(summary.line())
             click.echo(f"records: {Path(outdir) / RESULTS_NAME}, summary: {Path(outdir) / SUMMARY_NAME}", err=True)
-    if summary.exit_code:
-        raise SystemExit(summary.exit_code)
+    if summary.failed:
+        if not dist.is_main:
+            raise SystemExit(ItemsFailed.exit_code)
+        shown = [summary.errors.get(name) or name for name in summary.failed_items[:3]]
+        raise ItemsFailed(f"{summary.failed} of {summary.total} inputs failed: " + "; ".join(shown)
+                          + (" ..." if summary.failed > 3 else "") + f" (all in {Path(outdir) / RESULTS_NAME})")
     return summary
 
 

@@ -214,6 +214,7 @@ def test_corrupt_image_fails_alone_and_is_counted(tmp_path):
     summary = run_batch(batch_standin.make_task(), tmp_path / "in", out, batch_size=4, seed=0)
     assert (summary.ok, summary.failed) == (3, 1)
     assert summary.failed_items == ["face02.png"] and summary.exit_code == 1
+    assert "face02.png: not a readable image" in summary.errors["face02.png"]
     assert not (out / "face02.npy").exists() and not (out / "face02.json").exists()
     for name in names:
         if name != "face02.png":
