@@ -120,7 +120,9 @@ def test_bad_inputs_give_one_line_errors(tmp_path, ckpt):
     good = _render_target(tmp_path, ckpt, 4)
     r = _run(["invert", str(good), "-o", str(tmp_path / "w.txt"), "--weights", str(ckpt), "--quiet"])
     assert r.exit_code != 0 and ".npy" in r.output
-    r = _run(["invert", str(good), str(good), "-o", str(tmp_path / "x.npy"), "--weights", str(ckpt), "--quiet"])
+    other = tmp_path / "other.png"
+    other.write_bytes(good.read_bytes())
+    r = _run(["invert", str(good), str(other), "-o", str(tmp_path / "x.npy"), "--weights", str(ckpt), "--quiet"])
     assert r.exit_code != 0 and "directory" in r.output
     r = _run(["invert", str(good), "-o", str(tmp_path / "w.npy"), "--weights", str(ckpt), "--set", "optimizer.nope=1"])
     assert r.exit_code != 0 and "unknown key" in r.output
