@@ -6,7 +6,7 @@
            + lpips_weight * LPIPS_vgg(x_i, y_i)
            + pixel_weight * mean((x_i - y_i)^2)                              (at the generator's resolution)
            + color_weight * [MSE(R,G) + MSE(R,B) + MSE(G,B)](x_i)            (the research "colour" term)
-           + prior_weight * prior(latent_i)
+           + prior_weight * prior(latent_i)                                  (z_prior_weight in Z)
 
 where ``x_i = (G(latent_i) + 1) / 2`` (optionally clamped to [0,1]) and ``y_i`` the target. The prior is
 the mean squared distance to ``w_avg`` in W/W+, and ``(|z|^2 / dim - 1)^2`` in Z (keeps z on the shell
@@ -164,13 +164,15 @@ class LossConfig:
     pixel_weight: float = 0.0
     color_weight: float = 0.0
     prior_weight: float = 0.0
+    #: prior weight used instead of ``prior_weight`` when optimising in Z (null: ``prior_weight``)
+    z_prior_weight: float | None = None
     resize: ResizeConfig = field(default_factory=ResizeConfig)
     #: clamp the rendering (x+1)/2 to [0,1] before the loss (the research code does not)
     clamp_images: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("lpips_weight", "pixel_weight", "color_weight", "prior_weight"):
-            if getattr(self, name) < 0:
+        for name in ("lpips_weight", "pixel_weight", "color_weight", "prior_weight", "z_prior_weight"):
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"loss.{name} must be >= 0")
         if not (self.vgg.weight or self.lpips_weight or self.pixel_weight):
             raise ValueError("the loss needs at least one image term (vgg.weight, lpips_weight or pixel_weight)")
@@ -455,8 +457,9 @@ def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig |
     opt = opt_cls([latent], lr=config.optimizer.lr, betas=config.optimizer.betas, eps=config.optimizer.eps,
                   weight_decay=config.optimizer.weight_decay)
     trunc = {} if config.truncation == "default" else {"truncation_psi": None, "truncation_layers": None}
+    prior_w = lc.z_prior_weight if space == "z" and lc.z_prior_weight is not None else lc.prior_weight
     weights = {"vgg": lc.vgg.weight, "lpips": lc.lpips_weight, "pixel": lc.pixel_weight,
-               "color": lc.color_weight, "prior": lc.prior_weight}
+               "color": lc.color_weight, "prior": prior_w}
     active = [k for k in TERMS if weights[k] > 0]
     T = config.iterations
     hist = torch.zeros((len(active) + 1, T, n), device=device)
@@ -493,7 +496,7 @@ def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig |
                 terms["pixel"] = (x01 - target_full).pow(2).flatten(1).mean(1)
             if lc.color_weight:
                 terms["color"] = color_term(x01)
-            if lc.prior_weight:
+            if prior_w:
                 terms["prior"] = prior_term(latent, space, w_prior)
             total = sum(weights[k] * terms[k] for k in active)
             assert isinstance(total, Tensor)

@@ -140,6 +140,9 @@ def test_z_space_prior_and_init_rules(nets):
         invert(G, tgt, dataclasses.replace(cfg, init="mean"), device="cpu", networks=nets)
     with pytest.raises(ConfigError, match="not available"):
         invert(G, tgt, dataclasses.replace(cfg, space="wp"), device="cpu", networks=nets)
+    zcfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, prior_weight=0.0, z_prior_weight=2.0))
+    rz = invert(G, tgt, zcfg, device="cpu", networks=nets)
+    assert torch.allclose(rz.history["loss"][0], rz.history["pixel"][0] + 2.0 * rz.history["prior"][0])
     z = torch.tensor([[1.0, -1.0, 1.0, -1.0], [2.0, 0.0, 0.0, 0.0]])
     assert torch.allclose(prior_term(z, "z", None), torch.tensor([0.0, 0.0]))
     assert torch.allclose(prior_term(z * 2, "z", None), torch.tensor([9.0, 9.0]))
@@ -207,12 +210,14 @@ def test_presets_load_and_seed_preset_equals_research_code():
     assert loss.vgg.weight == 1.0 and loss.vgg.taps == (1, 3, 6, 8, 11, 15, 22, 29)
     assert loss.vgg.tap_weights in ((1.0,), (1.0,) * 8)
     assert (loss.lpips_weight, loss.pixel_weight, loss.color_weight, loss.prior_weight) == (0, 0, 2.5, 0)
+    assert loss.z_prior_weight is None
     assert to_dict(loss.resize) == {"size": 224, "mode": "bilinear", "antialias": False, "no_upscale": False,
                                     "target": "pil"}
     assert loss.clamp_images is False
     default = load_config("default")
     assert default.init in ("auto", "mean") and default.iterations <= 1000
     assert default.optimizer.lr > seed.optimizer.lr
+    assert default.loss.prior_weight == 0 and default.loss.z_prior_weight > 0  # a prior only where |z| matters
 
 
 def test_config_overrides_and_strict_keys(tmp_path):
