@@ -511,13 +511,13 @@ def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig |
                     improved = total.detach() < best * (1.0 - es.min_improvement)
                     best = torch.where(improved, total.detach(), torch.minimum(best, total.detach()))
                     last_improve = torch.where(improved, torch.full_like(last_improve, step), last_improve)
+                    # all on-device (no host sync per step): freeze images whose loss has plateaued
                     newly = (~done) & (step - last_improve >= es.patience)
-                    if newly.any():
-                        frozen[newly] = latent.detach()[newly]
-                        steps_run[newly] = step
-                        done |= newly
-                    if done.any():
-                        latent.data[done] = frozen[done]
+                    bshape = (n,) + (1,) * (latent.ndim - 1)
+                    frozen = torch.where(newly.view(bshape), latent.detach(), frozen)
+                    steps_run = torch.where(newly, torch.full_like(steps_run, step), steps_run)
+                    done = done | newly
+                    latent.data.copy_(torch.where(done.view(bshape), frozen, latent.detach()))
             stop = False
             if callback is not None:
                 stop = bool(callback(InversionStep(
@@ -528,9 +528,11 @@ def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig |
     steps_run = torch.minimum(steps_run, torch.full_like(steps_run, step))
 
     # ---- final renderings and metrics (no noise)
-    with torch.no_grad(), amp:
+    with torch.no_grad():
         final = latent.detach()
-        img = ((G.synthesize(final, space, **trunc).float() + 1.0) / 2.0).clamp(0, 1)
+        with amp:
+            raw = G.synthesize(final, space, **trunc)
+        img = ((raw.float() + 1.0) / 2.0).clamp(0, 1)
         lp_size = config.metrics_lpips_size
         lp_size = res if lp_size is None else min(lp_size, res)
         metrics = {"psnr": psnr(img, target_full).float().cpu(),

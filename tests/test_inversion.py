@@ -167,6 +167,18 @@ def test_early_stop_freezes_plateaued_images(G, nets):
     assert r.history["loss"].shape[0] < 200
 
 
+def test_early_stop_is_per_image(G, nets):
+    with torch.no_grad():
+        at_start = ((G.synthesize(G.w_avg[None], "w") + 1) / 2).clamp(0, 1)  # image 0: solved at step 0
+    tgt = torch.cat([at_start, _targets(G, 1, seed=9)])
+    cfg = _config(iterations=60, early_stop=dataclasses.replace(InversionConfig().early_stop, patience=5,
+                                                                min_improvement=1e-4))
+    r = invert(G, tgt, cfg, device="cpu", networks=nets)
+    assert int(r.iterations[0]) == 6 and int(r.iterations[1]) > 6
+    torch.testing.assert_close(r.latents[0], G.w_avg)  # frozen where it stopped
+    assert float(r.history["loss"][-1, 1]) < float(r.history["loss"][0, 1])
+
+
 def test_callback_sees_steps_and_can_stop_and_generator_flags_restored(G, nets):
     seen = []
 
