@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from latentpriv.cli import cli
-from latentpriv.errors import AssetError
+from latentpriv.errors import AssetError, InputError
 
 ITERATIONS = 80
 # Self-consistency PSNR floor for a 32 px synthetic generator after ITERATIONS default-preset steps. The start
@@ -129,3 +129,23 @@ def test_bad_inputs_give_one_line_errors(tmp_path, ckpt):
     r = _run(["invert", str(good), "-o", str(tmp_path / "w.npy"), "--weights", str(ckpt), "--preset", "seed",
               "--config", str(tmp_path / "c.yaml")])
     assert r.exit_code != 0 and "either" in r.output
+
+
+def test_load_target_converts_grey_rgba_palette_and_crops(tmp_path):
+    from latentpriv.cli.invert import load_target
+
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((10, 12), 100, np.uint8), mode="L").save(grey)
+    t, crop = load_target(grey)
+    assert tuple(t.shape) == (3, 10, 10) and crop == (1, 0, 10)
+    assert np.allclose(t.numpy(), 100 / 255)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255  # red, fully transparent -> composited on white
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    t, crop = load_target(tmp_path / "a.png")
+    assert crop is None and np.allclose(t.numpy(), 1.0)
+    Image.fromarray(np.full((8, 8, 3), 30, np.uint8)).convert("P").save(tmp_path / "p.png")
+    assert tuple(load_target(tmp_path / "p.png")[0].shape) == (3, 8, 8)
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.raises(InputError, match="at least 8x8"):
+        load_target(tmp_path / "tiny.png")

@@ -210,3 +210,28 @@ def test_pil_resize_matches_pillow_and_psnr():
     np.testing.assert_array_equal(got, want)
     assert torch.isinf(psnr(x, x)).sum() == 0 and float(psnr(x, x)) > 100
     assert abs(float(psnr(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.1))) - 20.0) < 1e-4
+
+
+def test_torchvision_file_must_match_its_hash_prefix(tmp_path, random_nets):
+    from latentpriv.perceptual import TORCHVISION_VGG16_FILE, convert_torchvision_vgg16
+
+    fake = tmp_path / TORCHVISION_VGG16_FILE
+    torch.save({f"features.{k}": v for k, v in random_nets.vgg.features.state_dict().items()}, fake)
+    with pytest.raises(AssetError, match="397923af"):
+        convert_torchvision_vgg16(fake, tmp_path / "out.pth")
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_installed_package_is_located_without_importing_it(tmp_path, monkeypatch):
+    import sys
+
+    from latentpriv.perceptual import _installed_package_file
+
+    pkg = tmp_path / "fake_lpips_pkg"
+    (pkg / "weights").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise RuntimeError('must not be imported')\n")
+    (pkg / "weights" / "vgg16.ckpt").write_bytes(b"x")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _installed_package_file("fake_lpips_pkg", "weights/vgg16.ckpt") == pkg / "weights" / "vgg16.ckpt"
+    assert "fake_lpips_pkg" not in sys.modules
+    assert _installed_package_file("no_such_pkg_xyz", "weights/vgg16.ckpt") is None
