@@ -99,7 +99,7 @@ def test_directory_batch_with_a_corrupt_file_and_wp(tmp_path, ckpt):
     Image.fromarray(wide).save(src / "wide.png")
     out = tmp_path / "latents"
     r = _run(["invert", str(src), "-o", str(out), "--weights", str(ckpt), "--device", "cpu", "--iterations", "3",
-              "--batch-size", "4", "--space", "wp", "--quiet", "--save-image", str(tmp_path / "recons")])
+              "--batch-size", "4", "--space", "wp", "--quiet", "--save-image", str(tmp_path / "recons"), "--save-every", "2"])
     assert r.exit_code != 0
     assert "broken.png" in r.output and "1 of 4 inputs failed" in r.output
     for name in ("face1", "face2", "wide"):
@@ -109,6 +109,8 @@ def test_directory_batch_with_a_corrupt_file_and_wp(tmp_path, ckpt):
         assert (tmp_path / "recons" / f"{name}.png").is_file()
     assert json.loads((out / "wide.json").read_text())["centre_crop"] == {"left": 8, "top": 0, "size": 32}
     assert not (out / "broken.npy").exists()
+    assert np.load(out / "face1_000002.npy").shape == np.load(out / "face1.npy").shape  # --save-every snapshots
+    assert (tmp_path / "recons" / "face1_000002.png").is_file()
 
 
 def test_bad_inputs_give_one_line_errors(tmp_path, ckpt):
