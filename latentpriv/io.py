@@ -148,7 +148,7 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     from PIL import Image
 
     path = Path(path)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), None)
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
     img = Image.fromarray(np.ascontiguousarray(image))
     with atomic_write(path) as fh:
         img.save(fh, format=fmt or (path.suffix.lstrip(".").upper() or "PNG"))
