@@ -1018,8 +1018,17 @@ def _content_id(source: Any) -> str | None:
     return None if source is None else str(source)
 
 
+def _uint8_images(images01: Any) -> np.ndarray:
+    """``[N, 3, H, W]`` in [0, 1] -> uint8 ``[N, H, W, 3]`` (the official postprocess: floor(255 x + 0.5))."""
+    import torch
+
+    u8 = (images01.detach().clamp(0, 1) * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
+    return u8.permute(0, 2, 3, 1).cpu().numpy()
+
+
 def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: Path | None = None,
-                extra_record: Mapping[str, Any] | None = None) -> BatchTask:
+                extra_record: Mapping[str, Any] | None = None, save_every: int | None = None,
+                snapshot_dir: Path | None = None) -> BatchTask:
     """The ``invert`` command as a :class:`BatchTask`: ``STEM.<image> -> STEM.npy + STEM.json``.
 
     Args:
@@ -1030,6 +1039,10 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
             for every batch.
         image_dir: also save each final reconstruction as ``image_dir/STEM.png``.
         extra_record: more provenance for every sidecar.
+        save_every: every K steps also write ``snapshot_dir/STEM_<step>.npy`` (and, with ``image_dir``,
+            ``image_dir/STEM_<step>.png``), as the single-file command does; snapshots are progress
+            artefacts, not outputs (resume does not check them).
+        snapshot_dir: where the latent snapshots go (the run's OUTDIR).
 
     Inputs are read like ``latentpriv invert FILE`` reads them (``latentpriv.cli.invert.load_target``:
     non-square images centre-cropped) and the sidecar is the same record as the single-file command's,
@@ -1056,12 +1069,24 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
 
     def process(items: list[BatchItem], payloads: list[Any]) -> list[ItemOutput]:
         generator = torch.Generator(device="cpu").manual_seed(int(config.seed))
+
+        def snapshot(step: Any) -> None:
+            if not save_every or step.step % save_every:
+                return
+            lat = step.latents.float().cpu().numpy().astype(np.float32)
+            images = _uint8_images(step.images) if image_dir is not None else None
+            for j, item in enumerate(items):
+                name = f"{item.stem}_{step.step:06d}"
+                save_npy(Path(snapshot_dir or ".") / f"{name}.npy", lat[j:j + 1])
+                if images is not None:
+                    save_image(Path(image_dir) / f"{name}.png", images[j])   # type: ignore[arg-type]
+
         t0 = time.perf_counter()
-        res = invert(G, [t for t, _ in payloads], config, device=device, generator=generator, networks=networks)
+        res = invert(G, [t for t, _ in payloads], config, device=device, generator=generator, networks=networks,
+                     callback=snapshot if save_every else None)
         seconds = time.perf_counter() - t0
         lat = res.latents.numpy().astype(np.float32)
-        u8 = (res.images.clamp(0, 1) * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
-        u8 = u8.permute(0, 2, 3, 1).cpu().numpy()
+        u8 = _uint8_images(res.images)
         outs = []
         for j, (item, (_, crop)) in enumerate(zip(items, payloads, strict=True)):
             final = {name: float(h[-1, j]) for name, h in res.history.items()}
@@ -1116,7 +1141,8 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
 
 def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: str = "stylegan_ffhq",
                vgg_weights: Path | None = None, device: str = "auto", batch_size: int = 1,
-               image_dir: Path | None = None, overwrite: bool = False, progress: bool = True) -> BatchSummary:
+               image_dir: Path | None = None, overwrite: bool = False, progress: bool = True,
+               save_every: int | None = None) -> BatchSummary:
     """``latentpriv invert DIR -o OUTDIR``: every image of DIR, sharded over torchrun's ranks, resumable.
 
     Loads the generator and VGG16/LPIPS once per rank on the rank's device, then :func:`run_cli`.
@@ -1127,7 +1153,8 @@ def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: st
 
         G = load_generator(str(weights), device=dist.device)
         networks = PerceptualNetworks.load(dist.device, vgg_weights=vgg_weights)
-        return invert_task(G, config, device=dist.device, networks=networks, image_dir=image_dir)
+        return invert_task(G, config, device=dist.device, networks=networks, image_dir=image_dir,
+                           save_every=save_every, snapshot_dir=None if outdir is None else Path(outdir))
 
     return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
                    batch_size=batch_size, overwrite=overwrite, progress=progress)

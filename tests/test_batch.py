@@ -546,3 +546,99 @@ def test_bench_section_replaces_only_its_own_part_of_the_markdown(tmp_path):
     bench.write_section(md, section.replace("GPU X", "GPU Y"))   # a rerun replaces, never duplicates
     text = md.read_text()
     assert "keep me" in text and text.count(bench.START) == 1 and "GPU Y" in text and "GPU X" not in text
+
+
+# ---------------------------------------------------------------- the real commands over a folder (CLI)
+
+INVERT_FAST = ["--preset", "seed", "--iterations", "3", "--set", "loss.resize.size=32",
+               "--set", "metrics_lpips_size=32", "--device", "cpu", "--batch-size", "2", "--quiet"]
+
+
+def test_invert_folder_under_torchrun_equals_one_process_and_counts_a_corrupt_image(tmp_path, synthetic_checkpoint):
+    import torch
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    ckpt = synthetic_checkpoint(tmp_path, resolution=32, fmap_max=32)
+    names = _images(tmp_path / "in", 6, size=24)
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    args = ["--weights", str(ckpt), *INVERT_FAST]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # as each torchrun worker (OMP_NUM_THREADS=1): same float reduction order
+    try:
+        one = CliRunner().invoke(cli, ["invert", str(tmp_path / "in"), "-o", str(tmp_path / "one"), *args])
+    finally:
+        torch.set_num_threads(threads)
+    assert one.exit_code == 1, one.output
+    assert "invert: 6 ok, 0 skipped, 1 failed (of 7)" in one.output
+    assert "Error: 1 of 7 inputs failed:" in one.output and "broken.png: not a readable image" in one.output
+
+    two = subprocess.run([*_torchrun(2), "-m", "latentpriv", "invert", str(tmp_path / "in"), "-o",
+                          str(tmp_path / "two"), *args], env=_env(), capture_output=True, text=True, timeout=240)
+    assert two.returncode != 0                                          # one input failed
+    assert "invert: 6 ok, 0 skipped, 1 failed (of 7)" in two.stdout and "on 2 processes" in two.stdout
+    records = read_results(tmp_path / "two")
+    assert len(records) == 7 and _oks(records) == sorted(names)        # every image done exactly once
+    assert [r["item"] for r in records if r["status"] == "failed"] == ["broken.png"]
+    assert {r["rank"] for r in records} == {0, 1}
+    summary = json.loads((tmp_path / "two" / SUMMARY_NAME).read_text())
+    assert (summary["ok"], summary["failed"], summary["world_size"]) == (6, 1, 2)
+    for name in names:
+        stem = Path(name).stem
+        single = np.load(tmp_path / "one" / f"{stem}.npy")
+        assert single.shape == (1, 512) and single.dtype == np.float32
+        np.testing.assert_array_equal(single, np.load(tmp_path / "two" / f"{stem}.npy"))
+        record = json.loads((tmp_path / "two" / f"{stem}.json").read_text())
+        assert record["command"] == "invert" and record["seed"] == 42 and record["iterations"] == 3
+        assert record["batch"]["input_sha256"] == batch.sha256_file(tmp_path / "in" / name)
+    assert not (tmp_path / "two" / "broken.npy").exists()
+
+    again = CliRunner().invoke(cli, ["invert", str(tmp_path / "in"), "-o", str(tmp_path / "two"), *args])
+    assert again.exit_code == 1 and "0 ok, 6 skipped, 1 failed (of 7)" in again.output   # resumed across world sizes
+
+
+def test_privatize_folder_cli_resumes_and_shares_the_ledger(tmp_path):
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    names = _latents(tmp_path / "in", 3)
+    args = ["privatize", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--epsilon", "1",
+            "--boundary", str(_boundary(tmp_path / "b.npy")), "--space", "w", "--ledger", str(tmp_path / "l.jsonl"),
+            "--max-epsilon", "1.5", "--device", "cpu"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "privatize: 3 ok, 0 skipped, 0 failed (of 3)" in first.output
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_private.npy")) == [
+        n.replace(".npy", "_private.npy") for n in names]
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "0 ok, 3 skipped" in again.output
+    assert len(_ledger_lines(tmp_path / "l.jsonl")) == 3
+    # --overwrite releases again: the ledger refuses (1 + 1 > 1.5) and each file is counted as failed
+    refused = CliRunner().invoke(cli, [*args, "--overwrite"])
+    assert refused.exit_code == 1 and "0 ok, 0 skipped, 3 failed (of 3)" in refused.output
+    assert len(_ledger_lines(tmp_path / "l.jsonl")) == 3
+    errors = [r["error"] for r in read_results(tmp_path / "out") if r["status"] == "failed"]
+    assert len(errors) == 3 and all("max-epsilon" in e for e in errors)
+
+
+def test_privatize_dir_script_on_two_ranks_shares_the_ledger_logs_and_resumes(tmp_path):
+    names = _latents(tmp_path / "in", 4)
+    env = {**_env(), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    opts = ["--", "--boundary", str(_boundary(tmp_path / "b.npy")), "--space", "w", "--ledger",
+            str(tmp_path / "l.jsonl"), "--seed", "0", "--device", "cpu"]
+    script = ["bash", str(SCRIPTS / "privatize_dir.sh"), str(tmp_path / "in"), str(tmp_path / "out"), "1.0"]
+    first = subprocess.run([*script, "2", *opts], capture_output=True, text=True, timeout=180, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "privatize: 4 ok, 0 skipped, 0 failed (of 4) in" in first.stdout and "on 2 processes" in first.stdout
+    records = read_results(tmp_path / "out")
+    assert _oks(records) == sorted(names) and {r["rank"] for r in records} == {0, 1}
+    ledger = _ledger_lines(tmp_path / "l.jsonl")                      # both ranks appended to one ledger
+    assert len(ledger) == 4 and sorted(line["batch_item"] for line in ledger) == sorted(names)
+    logs = list((tmp_path / "out" / "logs").glob("privatize-*.log"))
+    assert len(logs) == 1 and "4 ok" in logs[0].read_text() and "exit status 0" in logs[0].read_text()
+    second = subprocess.run([*script, *opts], capture_output=True, text=True, timeout=120, env=env)
+    assert second.returncode == 0 and "0 ok, 4 skipped" in second.stdout                   # one process now
+    assert len(_ledger_lines(tmp_path / "l.jsonl")) == 4
