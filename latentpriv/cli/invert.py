@@ -226,8 +226,10 @@ def _expand_inputs(inputs: Sequence[Path]) -> tuple[list[Path], bool]:
               help="Write the reconstruction (a file for one input, a directory for several).")
 @click.option("--save-every", type=click.IntRange(min=1), help="Also write latent/image every K steps.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--overwrite", is_flag=True,
+              help="Folder input: redo images whose outputs are already complete (default: skip them).")
 def invert(inputs, output, preset, config_file, overrides, space, iterations, batch_size, device, seed, weights,
-           vgg_weights, save_image, save_every, quiet) -> None:
+           vgg_weights, save_image, save_every, quiet, overwrite) -> None:
     """Find the latent code(s) of image(s) INPUTS by perceptual-loss optimisation.
 
     \b
@@ -250,6 +252,17 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
     if seed is not None:
         sets.append(f"seed={seed}")
     config = load_config(preset or ("default" if config_file is None else None), config_file, sets)
+
+    if len(inputs) == 1 and inputs[0].is_dir():
+        # a folder: the batch engine (torchrun shards, verified resume, results.jsonl, summary, exit code)
+        from latentpriv.batch import invert_dir
+
+        invert_dir(inputs[0], output, config=config, weights=str(weights), vgg_weights=vgg_weights,
+                   device=device, batch_size=batch_size, image_dir=save_image, overwrite=overwrite,
+                   progress=not quiet, save_every=save_every)
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise InputError("under torchrun pass one folder as INPUT (each process takes its share of it)")
 
     if multi:
         if output.suffix.lower() == ".npy" or output.is_file():

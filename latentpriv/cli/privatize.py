@@ -225,10 +225,11 @@ def default_output(path: Path) -> Path:
 
 
 @click.command("privatize")
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("--epsilon", type=float, required=True, help="Privacy budget per face (total over the directions).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Released latent (default: INPUT_private.npy); the record goes beside it as .json.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Released latent (default: INPUT_private.npy); the record goes beside it as .json. "
+                   "For a folder INPUT: the output folder (STEM_private.npy + STEM_private.json per file).")
 @click.option("--render", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also render the released latent to this image (one file per row: NAME_i.png for N > 1).")
 @privacy_options
@@ -254,6 +255,18 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     from latentpriv.privacy.mechanisms import privatize as _privatize
     from latentpriv.privacy.noise import make_noise_source
 
+    if input_path.is_dir():
+        # a folder: the batch engine (torchrun shards, one shared ledger, verified resume, results.jsonl)
+        from latentpriv.batch import privatize_dir
+
+        if render is not None or as_json:
+            raise ConfigError("--render and --json apply to a single file; a folder run writes OUTDIR/results.jsonl")
+        privatize_dir(input_path, output, device=device, overwrite=overwrite, seed=seed, warn=warn,
+                      epsilon=epsilon, attrs=attrs, boundary_files=boundary_files, conditions=conditions,
+                      mechanism=mechanism, delta=delta, clip_radius=clip_radius, center=center,
+                      epsilon_split=epsilon_split, noise_clip=noise_clip, space=space, layers=layers, model=model,
+                      weights=weights, ledger_path=ledger_path, max_epsilon=max_epsilon, force=force)
+        return
     delta_v = validate_common(mechanism, delta, max_epsilon)
     center_v = parse_center(center)
     layer_idx = parse_layers(layers)
