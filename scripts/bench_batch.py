@@ -252,6 +252,8 @@ def markdown(info: dict[str, Any]) -> str:
                      "(see docs/scale.md).")
     if info.get("stopped"):
         lines.append(f"Stopped early: {info['stopped']}.")
+    if info.get("note"):
+        lines += ["", str(info["note"])]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
