@@ -1028,7 +1028,7 @@ def _uint8_images(images01: Any) -> np.ndarray:
 
 def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: Path | None = None,
                 extra_record: Mapping[str, Any] | None = None, save_every: int | None = None,
-                snapshot_dir: Path | None = None) -> BatchTask:
+                snapshot_dir: Path | None = None, align_size: int | None = None) -> BatchTask:
     """The ``invert`` command as a :class:`BatchTask`: ``STEM.<image> -> STEM.npy + STEM.json``.
 
     Args:
@@ -1043,6 +1043,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
             ``image_dir/STEM_<step>.png``), as the single-file command does; snapshots are progress
             artefacts, not outputs (resume does not check them).
         snapshot_dir: where the latent snapshots go (the run's OUTDIR).
+        align_size: FFHQ-align each face to this size before inverting (``invert --align``).
 
     Inputs are read like ``latentpriv invert FILE`` reads them (``latentpriv.cli.invert.load_target``:
     non-square images centre-cropped) and the sidecar is the same record as the single-file command's,
@@ -1054,8 +1055,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
     """
     import torch
 
-    from latentpriv import __version__
-    from latentpriv.cli.invert import load_target
+    from latentpriv.cli.invert import inversion_record, load_target
     from latentpriv.inversion import config_to_dict, invert
 
     config_dict = config_to_dict(config)
@@ -1065,7 +1065,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
         perceptual[f"{key}_sha256"] = _content_id(perceptual[key])
 
     def load(item: BatchItem) -> Any:
-        return load_target(item.path)          # ([3, S, S] float in [0, 1], crop or None)
+        return load_target(item.path, align_size=align_size)   # ([3, S, S] float in [0, 1], crop or None)
 
     def process(items: list[BatchItem], payloads: list[Any]) -> list[ItemOutput]:
         generator = torch.Generator(device="cpu").manual_seed(int(config.seed))
@@ -1089,37 +1089,15 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
         u8 = _uint8_images(res.images)
         outs = []
         for j, (item, (_, crop)) in enumerate(zip(items, payloads, strict=True)):
-            final = {name: float(h[-1, j]) for name, h in res.history.items()}
-            record = {
-                "latentpriv_version": __version__,
-                "command": "invert",
-                "input": str(item.path),
-                "input_sha256": item.sha256,
-                "centre_crop": None if crop is None else {"left": crop[0], "top": crop[1], "size": crop[2]},
-                "space": res.space,
-                "shape": list(lat[j:j + 1].shape),
-                "note": ("pre-truncation W: render with `latentpriv generate` (default truncation) "
-                         if res.space == "w" else ""),
-                "model": info,
-                "weights_sha256": info.get("sha256") if isinstance(info, dict) else None,
-                "perceptual_weights": perceptual,
-                "config": config_dict,
-                "seed": config.seed,
-                "iterations": int(res.iterations[j]),
-                "iterations_max": config.iterations,
-                "final_losses": final,
-                "psnr": float(res.metrics["psnr"][j]),
-                "lpips": float(res.metrics["lpips"][j]),
-                "seconds": seconds,
-                "batch_size": len(items),
-                "device": str(device),
-                **dict(extra_record or {}),
-            }
+            record = inversion_record(
+                input_path=item.path, input_sha256=item.sha256, crop=crop, res=res, j=j, info=info,
+                perceptual=perceptual, config=config, config_dict=config_dict, seconds=seconds,
+                batch_size=len(items), device=device, aligned=align_size is not None, extra=extra_record)
             files: dict[str, Any] = {".npy": lat[j:j + 1]}
             if image_dir is not None:
                 files[".png"] = u8[j]
             metrics = {"psnr": record["psnr"], "lpips": record["lpips"], "iterations": record["iterations"],
-                       "loss": final.get("loss")}
+                       "loss": record["final_losses"].get("loss")}
             outs.append(ItemOutput(files=files, record=record, metrics=metrics))
         return outs
 
@@ -1132,7 +1110,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
     task_config = {"command": "invert", "inversion": config_dict,
                    "generator": {k: v for k, v in info.items() if k != "weights"},
                    "perceptual": {k: v for k, v in perceptual.items() if k.endswith("_sha256")},
-                   "images": image_dir is not None}
+                   "images": image_dir is not None, "align_size": align_size}
     outputs = (".npy",) + ((".png",) if image_dir is not None else ())
     return BatchTask(name="invert", input_suffixes=IMAGE_SUFFIXES, output_suffixes=outputs, load=load,
                      process=process, config=task_config, verify=verify,
@@ -1142,7 +1120,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
 def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: str = "stylegan_ffhq",
                vgg_weights: Path | None = None, device: str = "auto", batch_size: int = 1,
                image_dir: Path | None = None, overwrite: bool = False, progress: bool = True,
-               save_every: int | None = None) -> BatchSummary:
+               save_every: int | None = None, align: bool = False) -> BatchSummary:
     """``latentpriv invert DIR -o OUTDIR``: every image of DIR, sharded over torchrun's ranks, resumable.
 
     Loads the generator and VGG16/LPIPS once per rank on the rank's device, then :func:`run_cli`.
@@ -1154,7 +1132,8 @@ def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: st
         G = load_generator(str(weights), device=dist.device)
         networks = PerceptualNetworks.load(dist.device, vgg_weights=vgg_weights)
         return invert_task(G, config, device=dist.device, networks=networks, image_dir=image_dir,
-                           save_every=save_every, snapshot_dir=None if outdir is None else Path(outdir))
+                           save_every=save_every, snapshot_dir=None if outdir is None else Path(outdir),
+                           align_size=int(G.resolution) if align else None)
 
     return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
                    batch_size=batch_size, overwrite=overwrite, progress=progress)

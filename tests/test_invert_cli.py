@@ -151,3 +151,36 @@ def test_load_target_converts_grey_rgba_palette_and_crops(tmp_path):
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "tiny.png")
     with pytest.raises(InputError, match="at least 8x8"):
         load_target(tmp_path / "tiny.png")
+
+
+def test_align_flag_aligns_the_face_first_and_refuses_faceless_photos(tmp_path, ckpt):
+    """`invert --align`: FFHQ alignment (face extra) before the optimisation, recorded in the sidecar."""
+    faces = pytest.importorskip("latentpriv.faces.models")
+    if not faces.available():
+        pytest.skip('face extra not installed (pip install -e ".[face]")')
+    skdata = pytest.importorskip("skimage.data")
+    import torch
+
+    from latentpriv.cli.invert import load_target
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skdata.astronaut()).save(photo)
+    aligned, crop = load_target(photo, align_size=64)
+    plain, _ = load_target(photo)
+    assert aligned.shape == (3, 64, 64) and crop is None
+    # alignment crops to the face, so the result is not just the whole (square) photo scaled down
+    scaled = torch.nn.functional.interpolate(plain[None], size=64, mode="area")[0]
+    assert float((aligned - scaled).abs().mean()) > 0.05
+
+    r = _run(["invert", str(photo), "-o", str(tmp_path / "w.npy"), "--weights", str(ckpt), "--align",
+              "--iterations", "2", "--quiet", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    record = json.loads((tmp_path / "w.json").read_text())
+    assert record["aligned"] is True and record["centre_crop"] is None
+
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((128, 128, 3), 127, np.uint8)).save(blank)
+    r = _run(["invert", str(blank), "-o", str(tmp_path / "b.npy"), "--weights", str(ckpt), "--align",
+              "--iterations", "2", "--quiet", "--device", "cpu"])
+    assert r.exit_code != 0 and "face" in r.output.lower() and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "b.npy").exists()

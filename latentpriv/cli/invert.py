@@ -33,9 +33,11 @@ class ItemResult:
     record: dict[str, Any] | None = None
 
 
-def load_target(path: str | os.PathLike):
+def load_target(path: str | os.PathLike, *, align_size: int | None = None):
     """Read an image file as a float ``[3, S, S]`` tensor in [0, 1]; non-square images are centre-cropped.
 
+    ``align_size``: first align the largest face the FFHQ way (``latentpriv.faces.align.align_image``, the
+    face extra) to ``align_size`` px; a photo without a face is then an InputError.
     Returns ``(tensor, crop)`` where ``crop`` is None or ``(left, top, size)``. Raises InputError.
     """
     import numpy as np
@@ -44,6 +46,10 @@ def load_target(path: str | os.PathLike):
     from latentpriv.io import load_image
 
     arr = load_image(path)
+    if align_size is not None:
+        from latentpriv.faces.align import align_image
+
+        arr = align_image(arr, size=int(align_size), name=str(path))
     h, w = arr.shape[:2]
     crop = None
     if h != w:
@@ -67,6 +73,40 @@ def _to_uint8(images01) -> Any:
     return u8.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def inversion_record(*, input_path: Path, input_sha256: str | None, crop: Any, res: Any, j: int, info: dict,
+                     perceptual: dict, config: Any, config_dict: dict, seconds: float, batch_size: int,
+                     device: Any, aligned: bool = False, extra: dict | None = None) -> dict[str, Any]:
+    """The sidecar record of image ``j`` of an inversion result ``res`` (single-file and folder runs alike)."""
+    from latentpriv import __version__
+
+    return {
+        "latentpriv_version": __version__,
+        "command": "invert",
+        "input": str(input_path),
+        "input_sha256": input_sha256,
+        "aligned": aligned,
+        "centre_crop": None if crop is None else {"left": crop[0], "top": crop[1], "size": crop[2]},
+        "space": res.space,
+        "shape": [1, *res.latents.shape[1:]],
+        "note": ("pre-truncation W: render with `latentpriv generate` (default truncation) "
+                 if res.space == "w" else ""),
+        "model": info,
+        "weights_sha256": info.get("sha256") if isinstance(info, dict) else None,
+        "perceptual_weights": perceptual,
+        "config": config_dict,
+        "seed": config.seed,
+        "iterations": int(res.iterations[j]),
+        "iterations_max": config.iterations,
+        "final_losses": {name: float(h[-1, j]) for name, h in res.history.items()},
+        "psnr": float(res.metrics["psnr"][j]),
+        "lpips": float(res.metrics["lpips"][j]),
+        "seconds": seconds,
+        "batch_size": batch_size,
+        "device": str(device),
+        **dict(extra or {}),
+    }
+
+
 def _snapshot_path(path: Path, step: int) -> Path:
     return path.with_name(f"{path.stem}_{step:06d}{path.suffix}")
 
@@ -74,7 +114,7 @@ def _snapshot_path(path: Path, step: int) -> Path:
 def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config: Any, *, device: Any,
                  networks: Any, batch_size: int = 1, images: Sequence[Path | None] | None = None,
                  save_every: int | None = None, progress: bool = True,
-                 extra_record: dict[str, Any] | None = None) -> list[ItemResult]:
+                 extra_record: dict[str, Any] | None = None, align_size: int | None = None) -> list[ItemResult]:
     """Invert image files ``inputs`` and write ``outputs[i]`` (``.npy``) + ``outputs[i].with_suffix('.json')``.
 
     Good files are optimised ``batch_size`` at a time in one batched optimisation; a file that cannot be
@@ -82,12 +122,12 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
     receives the final reconstruction (PNG/JPEG by suffix); with ``save_every=K`` every K-th step's latent
     and image are also written beside them as ``<stem>_<step>.npy/.png``. Each file is written atomically;
     every item is seeded identically (``config.seed``), so results do not depend on batching or sharding.
+    ``align_size``: FFHQ-align each face to that size first (see :func:`load_target`).
     """
     import numpy as np
     import torch
     from tqdm.auto import tqdm
 
-    from latentpriv import __version__
     from latentpriv.inversion import config_to_dict, invert
     from latentpriv.io import save_image, save_npy, sha256_file, write_json
 
@@ -106,7 +146,7 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
     loaded: list[tuple[int, Any, Any]] = []
     for k, r in enumerate(results):
         try:
-            t, crop = load_target(r.input)
+            t, crop = load_target(r.input, align_size=align_size)
         except InputError as exc:
             r.error = str(exc).splitlines()[0]
             log.error("%s", r.error)
@@ -144,33 +184,11 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
         u8 = _to_uint8(res.images)
         for j, (k, _, crop) in enumerate(chunk):
             r = results[k]
-            final = {name: float(h[-1, j]) for name, h in res.history.items()}
-            record = {
-                "latentpriv_version": __version__,
-                "command": "invert",
-                "input": str(r.input),
-                "input_sha256": sha256_file(r.input),
-                "centre_crop": None if crop is None else {"left": crop[0], "top": crop[1], "size": crop[2]},
-                "output": str(r.output),
-                "space": res.space,
-                "shape": list(lat[j:j + 1].shape),
-                "note": ("pre-truncation W: render with `latentpriv generate` (default truncation) "
-                         if res.space == "w" else ""),
-                "model": info,
-                "weights_sha256": info.get("sha256") if isinstance(info, dict) else None,
-                "perceptual_weights": perceptual,
-                "config": cfg_dict,
-                "seed": config.seed,
-                "iterations": int(res.iterations[j]),
-                "iterations_max": config.iterations,
-                "final_losses": final,
-                "psnr": float(res.metrics["psnr"][j]),
-                "lpips": float(res.metrics["lpips"][j]),
-                "seconds": seconds,
-                "batch_size": len(chunk),
-                "device": str(device),
-                **(extra_record or {}),
-            }
+            record = inversion_record(
+                input_path=r.input, input_sha256=sha256_file(r.input), crop=crop, res=res, j=j, info=info,
+                perceptual=perceptual, config=config, config_dict=cfg_dict, seconds=seconds,
+                batch_size=len(chunk), device=device, aligned=align_size is not None,
+                extra={"output": str(r.output), **(extra_record or {})})
             save_npy(r.output, lat[j:j + 1])
             write_json(r.output.with_suffix(".json"), record)
             r.written += [r.output, r.output.with_suffix(".json")]
@@ -226,10 +244,12 @@ def _expand_inputs(inputs: Sequence[Path]) -> tuple[list[Path], bool]:
               help="Write the reconstruction (a file for one input, a directory for several).")
 @click.option("--save-every", type=click.IntRange(min=1), help="Also write latent/image every K steps.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--align", is_flag=True,
+              help="FFHQ-align the largest face first (face extra: dlib 68 landmarks; see `latentpriv align`).")
 @click.option("--overwrite", is_flag=True,
               help="Folder input: redo images whose outputs are already complete (default: skip them).")
 def invert(inputs, output, preset, config_file, overrides, space, iterations, batch_size, device, seed, weights,
-           vgg_weights, save_image, save_every, quiet, overwrite) -> None:
+           vgg_weights, save_image, save_every, quiet, align, overwrite) -> None:
     """Find the latent code(s) of image(s) INPUTS by perceptual-loss optimisation.
 
     \b
@@ -237,6 +257,7 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
       latentpriv invert face.png -o w.npy --save-image recon.png
       latentpriv invert faces/ -o latents/ --batch-size 4 --space wp
       latentpriv invert face.png -o w.npy --preset seed --iterations 2000
+      latentpriv invert photo.jpg -o w.npy --align        # unaligned photo: FFHQ alignment first
     Writes float32 (1,512) pre-truncation W, (1,L,512) W+ or (1,z_dim) Z, plus a .json record.
     """
     from latentpriv.devices import resolve_device
@@ -259,7 +280,7 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
 
         invert_dir(inputs[0], output, config=config, weights=str(weights), vgg_weights=vgg_weights,
                    device=device, batch_size=batch_size, image_dir=save_image, overwrite=overwrite,
-                   progress=not quiet, save_every=save_every)
+                   progress=not quiet, save_every=save_every, align=align)
         return
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise InputError("under torchrun pass one folder as INPUT (each process takes its share of it)")
@@ -286,7 +307,8 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
     G = load_generator(str(weights), device=dev)
     networks = PerceptualNetworks.load(dev, vgg_weights=vgg_weights)
     results = invert_files(files, outs, G, config, device=dev, networks=networks, batch_size=batch_size,
-                           images=imgs, save_every=save_every, progress=not quiet)
+                           images=imgs, save_every=save_every, progress=not quiet,
+                           align_size=G.resolution if align else None)
     failed = [r for r in results if not r.ok]
     if not quiet and multi:
         click.echo(f"{len(results) - len(failed)} of {len(results)} inputs inverted into {output}", err=True)
