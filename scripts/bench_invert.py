@@ -36,14 +36,12 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
+from latentpriv.inversion import InversionConfig, invert, load_config
+from latentpriv.perceptual import PerceptualNetworks, lpips, psnr
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from latentpriv.inversion import InversionConfig, invert, load_config  # noqa: E402
-from latentpriv.perceptual import PerceptualNetworks, lpips, psnr  # noqa: E402
 
 BEGIN, END = "<!-- bench_invert:begin -->", "<!-- bench_invert:end -->"
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import batch_standin  # tests/ is on sys.path: pytest's default (prepend) import mode puts it there
 import numpy as np
 import pytest
 from PIL import Image
@@ -34,9 +35,6 @@ from latentpriv.batch import (
     shard_batches,
 )
 from latentpriv.errors import InputError
-
-sys.path.insert(0, str(Path(__file__).parent))
-import batch_standin  # noqa: E402
 
 STANDIN = Path(__file__).parent / "batch_standin.py"
 REPO = Path(__file__).resolve().parents[1]
