@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import InputError, LatentprivError
-from latentpriv.io import IMAGE_SUFFIXES, save_image, save_npy, sha256_file, write_json
+from latentpriv.io import IMAGE_SUFFIXES, json_default, save_image, save_npy, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -257,22 +257,8 @@ def item_seed(base_seed: int, name: str) -> int:
 
 def config_sha256(config: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON (sorted keys, no whitespace) of ``config``."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=_json_default)
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=json_default)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, (set, frozenset, tuple)):
-        return list(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    return str(obj)
 
 
 def make_batches(n_items: int, batch_size: int) -> list[range]:
@@ -345,7 +331,7 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """
     import fcntl
 
-    line = json.dumps(record, sort_keys=False, default=_json_default, allow_nan=False) + "\n"
+    line = json.dumps(record, sort_keys=False, default=json_default, allow_nan=False) + "\n"
     data = line.encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -133,7 +133,7 @@ def test_registry_detects_a_dcgan_file(tmp_path):
 @pytest.mark.parametrize("edit, match", [
     (lambda sd: sd.pop("main.4.running_var"), r"missing keys main\.4\.running_var"),
     (lambda sd: sd.__setitem__("main.99.weight", torch.zeros(1)), r"unexpected keys main\.99\.weight"),
-    (lambda sd: sd.__setitem__("main.12.weight", torch.zeros(64, 1, 4, 4)), r"wrong shapes main\.12\.weight"),
+    (lambda sd: sd.__setitem__("main.12.weight", torch.zeros(64, 1, 4, 4)), r"mis-shaped main\.12\.weight \[64, 1, 4, 4\]"),
     (lambda sd: sd["main.0.weight"].view(-1)[0].fill_(float("nan")), "non-finite"),
 ])
 def test_strict_loading_names_the_bad_keys(tmp_path, edit, match):

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
+from latentpriv.models.checkpoint import key_problems, short_list
 
 Z_DIM = 100
 NGF = 64
@@ -199,17 +200,7 @@ def extract_state_dict(obj: object, *, where: str) -> dict[str, torch.Tensor]:
 def check_state_dict(sd: Mapping[str, torch.Tensor], *, where: str) -> None:
     """Raise :class:`CheckpointError` naming missing, unexpected and mis-shaped keys."""
     expected = expected_shapes()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k} {tuple(sd[k].shape)} != {expected[k]}" for k in expected
-             if k in sd and tuple(sd[k].shape) != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_short(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes {_short(wrong)}")
+    problems = key_problems(sd, expected, require_float=False)   # BatchNorm's num_batches_tracked is int64
     if problems:
         raise CheckpointError(
             f"{where}: does not match the dcgan64 architecture: {'; '.join(problems)} "
@@ -217,12 +208,7 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], *, where: str) -> None:
         )
     bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise CheckpointError(f"{where}: non-finite values in {_short(bad)}; the file is corrupt, re-fetch it")
-
-
-def _short(items: list[str], limit: int = 6) -> str:
-    head = ", ".join(items[:limit])
-    return head + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+        raise CheckpointError(f"{where}: non-finite values in {short_list(bad)}; the file is corrupt, re-fetch it")
 
 
 def _read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
+from latentpriv.models.checkpoint import key_problems, short_list
 
 #: The official wrapper's defaults (``model_settings.py``): truncation psi and number of truncated layers.
 DEFAULT_TRUNCATION_PSI = 0.7
@@ -620,12 +621,6 @@ def looks_like_stylegan(keys: Sequence[str]) -> bool:
     return any(k.startswith("mapping.dense") for k in keys) and any(k.startswith("synthesis.layer") for k in keys)
 
 
-def _short(items: Sequence[str], limit: int = 5) -> str:
-    items = list(items)
-    head = ", ".join(items[:limit])
-    return head + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
 def infer_config(state_dict: Mapping[str, torch.Tensor], *, where: str = "checkpoint") -> StyleGANConfig:
     """Read resolution, channel widths, fused layers and mapping widths from a state dict's keys/shapes.
 
@@ -635,7 +630,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, where: str = "checkp
     if not looks_like_stylegan(keys):
         raise CheckpointError(
             f"{where}: not an InterFaceGAN StyleGAN checkpoint (no mapping.dense*/synthesis.layer* keys; "
-            f"its keys: {_short(keys) or 'none'})"
+            f"its keys: {short_list(keys) or 'none'})"
         )
     mapping_idx = sorted(int(m.group(1)) for k in keys if (m := _MAPPING_W.fullmatch(k)))
     layer_idx = sorted({int(m.group(1)) for k in keys if (m := _SYNTH_LAYER.fullmatch(k))})
@@ -670,7 +665,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], *, where: str = "checkp
         else:
             channels.append(s[0])
     if missing:
-        raise CheckpointError(f"{where}: missing or malformed keys {_short(missing)}; cannot infer channel widths")
+        raise CheckpointError(f"{where}: missing or malformed keys {short_list(missing)}; cannot infer channel widths")
     fused = tuple(i >= 2 and i % 2 == 0 and f"synthesis.layer{i}.weight" in state_dict for i in range(n_layers))
     try:
         return StyleGANConfig(channels=tuple(channels), fused=fused, mapping_dims=tuple(dims))
@@ -690,7 +685,7 @@ def normalise_state_dict(state_dict: Mapping[str, object], *, where: str = "chec
     non_tensor = [str(k) for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if non_tensor:
         raise CheckpointError(
-            f"{where}: not a plain state dict; entries {_short(non_tensor)} are not tensors "
+            f"{where}: not a plain state dict; entries {short_list(non_tensor)} are not tensors "
             "(expected InterFaceGAN's stylegan_ffhq.pth layout: name -> tensor)"
         )
     sd = {str(k): v for k, v in state_dict.items() if k != "truncation.truncation"}
@@ -702,20 +697,7 @@ def normalise_state_dict(state_dict: Mapping[str, object], *, where: str = "chec
             sd[e.key] = blur_kernel(e.shape[0])
     if "synthesis.lod" not in sd:
         sd["synthesis.lod"] = torch.zeros(())
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k} {list(sd[k].shape)} (expected {list(expected[k])})" for k in expected
-             if k in sd and tuple(sd[k].shape) != expected[k]]
-    not_float = [f"{k} ({sd[k].dtype})" for k in expected if k in sd and not sd[k].is_floating_point()]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_short(unexpected)}")
-    if wrong:
-        problems.append(f"mis-shaped {_short(wrong, 3)}")
-    if not_float:
-        problems.append(f"non-float {_short(not_float, 3)}")
+    problems = key_problems(sd, expected)
     if problems:
         raise CheckpointError(f"{where}: does not match the StyleGAN v1 architecture it implies "
                               f"({config.resolution} px, {config.num_layers} layers): {'; '.join(problems)}")
