@@ -25,11 +25,6 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=launch_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
 [[ $# -ge 2 ]] || usage
 case "$1" in -h|--help) usage ;; esac
 input_dir=$1

@@ -65,3 +65,9 @@ lp_run() {
     echo "# $(date -Is) exit status $status; log: $log" | tee -a "$log" >&2
     return "$status"
 }
+
+# usage: print the calling script's header comment (line 2 up to `set -euo`) and exit 2.
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
+    exit 2
+}
