@@ -13,24 +13,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _shared_path() -> Path:
-    env = os.environ.get("LATENTPRIV_SHARED")
-    return Path(env).expanduser() if env else REPO.parent / "shared"
+from shared_paths import SHARED  # tests/ is on sys.path (pytest prepend mode)
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    path = _shared_path()
+    path = SHARED
     if not (path / "spec" / "STYLEGAN_SPEC.md").is_file():
         pytest.fail(f"the shared folder (spec, fixtures, boundaries) is not at {path}; "
                     "put it beside the repository or set LATENTPRIV_SHARED", pytrace=False)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_paths import IFG_BOUNDARIES
 
 from latentpriv.boundaries import (
     boundary_search_dirs,
@@ -22,8 +22,7 @@ from latentpriv.boundaries import (
 )
 from latentpriv.errors import AssetError, InputError
 
-SHARED = Path(os.environ.get("LATENTPRIV_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-IFG = SHARED / "boundaries" / "interfacegan"
+IFG = IFG_BOUNDARIES
 
 
 @pytest.fixture

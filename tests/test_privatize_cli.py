@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from shared_paths import IFG_BOUNDARIES
 
 import latentpriv
 from latentpriv.cli import cli
 
-SHARED = Path(os.environ.get("LATENTPRIV_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-IFG = SHARED / "boundaries" / "interfacegan"
+IFG = IFG_BOUNDARIES
 
 
 @pytest.fixture

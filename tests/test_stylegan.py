@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from shared_paths import SHARED
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
 from latentpriv.io import sha256_file
@@ -33,7 +32,7 @@ from latentpriv.models.synthetic import (
     to_torch_state_dict,
 )
 
-_SHARED = Path(os.environ.get("LATENTPRIV_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+_SHARED = SHARED
 FIXTURE_ROOT = _SHARED / "fixtures" / "stylegan_ffhq"
 FIXTURE_DIRS = sorted(p for p in FIXTURE_ROOT.glob("seed*") if (p / "README.json").is_file())
 # An empty list would make pytest skip silently; a missing folder must fail instead.
