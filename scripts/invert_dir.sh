@@ -30,14 +30,9 @@ case "$1" in -h|--help) usage ;; esac
 input_dir=$1
 outdir=$2
 shift 2
-num_gpus=""
-if [[ $# -gt 0 && $1 != "--" ]]; then
-    num_gpus=$1
-    shift
-fi
-if [[ $# -gt 0 && $1 == "--" ]]; then
-    shift
-fi
+lp_split_count "$@"
+num_gpus=$LP_COUNT
+set -- ${LP_REST[@]+"${LP_REST[@]}"}
 
 [[ -d $input_dir ]] || lp_die "$input_dir is not a folder"
 num_gpus=${num_gpus:-$(lp_count_gpus)}

@@ -71,3 +71,17 @@ usage() {
     sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
     exit 2
 }
+
+# lp_split_count ARGS...: an optional leading count (processes or GPUs), then an optional "--"; sets
+# LP_COUNT (empty when no count was given) and LP_REST (the rest, passed on to latentpriv).
+lp_split_count() {
+    LP_COUNT=""
+    if [[ $# -gt 0 && $1 != "--" ]]; then
+        LP_COUNT=$1
+        shift
+    fi
+    if [[ $# -gt 0 && $1 == "--" ]]; then
+        shift
+    fi
+    LP_REST=("$@")
+}

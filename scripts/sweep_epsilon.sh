@@ -25,14 +25,9 @@ input_dir=$1
 outroot=$2
 read -r -a epsilons <<< "$3"
 shift 3
-num_procs=1
-if [[ $# -gt 0 && $1 != "--" ]]; then
-    num_procs=$1
-    shift
-fi
-if [[ $# -gt 0 && $1 == "--" ]]; then
-    shift
-fi
+lp_split_count "$@"
+num_procs=${LP_COUNT:-1}
+set -- ${LP_REST[@]+"${LP_REST[@]}"}
 
 [[ -d $input_dir ]] || lp_die "$input_dir is not a folder"
 [[ ${#epsilons[@]} -ge 1 ]] || lp_die "give at least one epsilon, e.g. \"0.5 1 2\""
