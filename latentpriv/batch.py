@@ -875,7 +875,8 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
                    warn: Callable[[str], None] | None = None) -> BatchTask:
     """The ``privatize`` command as a :class:`BatchTask`: ``STEM.npy -> STEM_private.npy + STEM_private.json``.
 
-    Same options and same release as ``latentpriv privatize FILE`` (its helpers are reused): directions
+    Same options and same release as ``latentpriv privatize FILE`` (its helpers and
+    :func:`~latentpriv.privacy.release.accounted_release` are reused): directions
     resolved per latent space, the ledger checked and appended under its file lock for each file (so
     several processes share one ledger safely), the ledger line written *before* the output (a crash
     in between over-counts, never under-counts). With ``seed`` each file gets its own seeded noise
@@ -884,7 +885,6 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     sidecar (the release record) identifies its input by an HMAC under a key kept beside the ledger
     (``<ledger>.batch-key``), never by a plain hash that would let anyone test a guessed latent.
     """
-    import warnings
 
     from latentpriv.boundaries import resolve_directions
     from latentpriv.cli.privatize import (
@@ -896,10 +896,9 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
         resolve_center,
         validate_common,
     )
-    from latentpriv.privacy.ledger import Ledger, row_keys, spend_from_calibration
-    from latentpriv.privacy.mechanisms import calibrate
-    from latentpriv.privacy.mechanisms import privatize as _privatize
+    from latentpriv.privacy.ledger import Ledger
     from latentpriv.privacy.noise import make_noise_source
+    from latentpriv.privacy.release import ReleaseParams, accounted_release
 
     delta_v = validate_common(mechanism, delta, max_epsilon)
     center_v = parse_center(center)
@@ -913,9 +912,9 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     n_dirs = len(attrs) + len(boundary_files)
     if n_dirs == 0:
         raise InputError("no direction given; use --attr NAME (e.g. smile) or --boundary FILE")
-    calib = calibrate(mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius, k=n_dirs,
-                      epsilon_split=split, noise_clip=noise_clip, grid_slack=make_noise_source(seed).grid_slack())
-    spend = spend_from_calibration(calib)
+    params = ReleaseParams(mechanism=mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius,
+                           epsilon_split=split, noise_clip=noise_clip, layers=layer_idx)
+    spend = params.spend(n_dirs, make_noise_source(seed))  # validates the settings before any file is read
     ledger = Ledger(ledger_path)
     if warn is not None:
         if mechanism == "seed":
@@ -949,34 +948,20 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
 
     def release(item: BatchItem, inp: Any) -> ItemOutput:
         dirs, bounds, centers, center_mode = directions_for(inp.space, int(inp.latent.shape[-1]))
-        names = [b.attribute or b.name for b in bounds]
-        keys = row_keys(inp.latent)
-        release_id = uuid.uuid4().hex
         output = outdir / f"{item.stem}_private.npy"
-        noise = make_noise_source(item.seed)
-        with ledger.transaction() as txn:
-            after = txn.check(keys, spend, max_epsilon=None if force else max_epsilon)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = _privatize(inp.latent, dirs, epsilon=epsilon, delta=delta_v, mechanism=mechanism,
-                                    clip_radius=clip_radius, center=centers, noise=noise, epsilon_split=split,
-                                    layers=layer_idx, noise_clip=noise_clip, attributes=names)
-            record = dict(result.record)
-            record.update({
-                "release_id": release_id, "input": str(item.path), "output": str(output), "space": inp.space,
-                "model": model, "center_mode": center_mode, "boundaries": [b.info() for b in bounds],
-                "conditions": list(conditions), "ledger": str(ledger.path),
-            })
-            if G is not None:
-                record["generator"] = G.info()
-            # the ledger line goes first: a crash before the output is written over-counts, never under-counts
-            txn.append(keys, spend, {"release_id": release_id, "input_file": str(item.path), "output": str(output),
-                                     "attributes": names, "command": "privatize", "batch_item": item.name},
-                       forced=force)
-        totals = [t.epsilon for t in after.values()]
-        metrics = {"epsilon": spend.epsilon, "delta": spend.delta, "rows": len(keys),
-                   "epsilon_total": None if any(t is None for t in totals) else max(totals)}
-        return ItemOutput(files={"_private.npy": result.latent.reshape(inp.raw_shape)}, record=record,
+        info = {"input": str(item.path), "output": str(output), "space": inp.space, "model": model,
+                "center_mode": center_mode, "boundaries": [b.info() for b in bounds], "conditions": list(conditions)}
+        if G is not None:
+            info["generator"] = G.info()
+        # the engine writes the outputs after this returns: still after the ledger line (over-count on a crash)
+        rel = accounted_release(inp.latent, dirs, params=params, noise=make_noise_source(item.seed), ledger=ledger,
+                                center=centers, attributes=[b.attribute or b.name for b in bounds],
+                                max_epsilon=max_epsilon, force=force, record_info=info,
+                                ledger_info={"input_file": str(item.path), "output": str(output),
+                                             "batch_item": item.name}, warn=warn)
+        metrics = {"epsilon": spend.epsilon, "delta": spend.delta, "rows": len(rel.keys),
+                   "epsilon_total": rel.worst_epsilon}
+        return ItemOutput(files={"_private.npy": rel.latent.reshape(inp.raw_shape)}, record=rel.record,
                           metrics=metrics)
 
     def verify(item: BatchItem, paths: dict[str, Path]) -> None:

@@ -8,8 +8,6 @@ The helpers here are shared with ``latentpriv sweep``.
 from __future__ import annotations
 
 import logging
-import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,10 +248,9 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
 
     from latentpriv.boundaries import resolve_directions
     from latentpriv.io import save_image, save_npy, write_json
-    from latentpriv.privacy.ledger import Ledger, row_keys, spend_from_calibration, spend_from_record
-    from latentpriv.privacy.mechanisms import calibrate
-    from latentpriv.privacy.mechanisms import privatize as _privatize
+    from latentpriv.privacy.ledger import Ledger
     from latentpriv.privacy.noise import make_noise_source
+    from latentpriv.privacy.release import ReleaseParams, accounted_release
 
     if input_path.is_dir():
         # a folder: the batch engine (torchrun shards, one shared ledger, verified resume, results.jsonl)
@@ -278,8 +275,9 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
                                       model=model, space=inp.space, dim=inp.latent.shape[-1])
     centers, center_mode = resolve_center(center_v, dirs, inp.space, G)
     noise = make_noise_source(seed)
-    calib = calibrate(mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius, k=len(dirs),
-                      epsilon_split=split, noise_clip=noise_clip, grid_slack=noise.grid_slack())
+    params = ReleaseParams(mechanism=mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius,
+                           epsilon_split=split, noise_clip=noise_clip, layers=layer_idx)
+    calib = params.calibration(len(dirs), noise)  # validates the settings before any file is touched
     if layer_idx is not None and inp.space != "wp":
         raise ConfigError("--layers applies only to W+ latents (--space wp)")
 
@@ -297,47 +295,25 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     if seed is not None:
         warn(f"--seed {seed}: reproducible numpy noise, NOT for release")
 
-    spend = spend_from_calibration(calib)
     ledger = Ledger(ledger_path)
-    keys = row_keys(inp.latent)
-    names = [b.attribute or b.name for b in bounds]
-    release_id = uuid.uuid4().hex
-    with ledger.transaction() as txn:
-        after = txn.check(keys, spend, max_epsilon=None if force else max_epsilon)
-        if force and max_epsilon is not None:
-            over = [t for t in after.values() if t.epsilon is None or t.epsilon > max_epsilon]
-            if over:
-                warn(f"--force: {len(over)} input(s) go past --max-epsilon {max_epsilon:g}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = _privatize(inp.latent, dirs, epsilon=epsilon, delta=delta_v, mechanism=mechanism,
-                                clip_radius=clip_radius, center=centers, noise=noise, epsilon_split=split,
-                                layers=layer_idx, noise_clip=noise_clip, attributes=names)
-        record = result.record
-        if spend_from_record(record) != spend:  # pragma: no cover - internal consistency
-            raise RuntimeError("internal error: the record's spend differs from the calibrated one")
-        record.update({
-            "release_id": release_id,
-            "input": str(input_path),
-            "output": str(output),
-            "space": inp.space,
-            "model": model,
-            "center_mode": center_mode,
-            "boundaries": [b.info() for b in bounds],
-            "conditions": list(conditions),
-            "ledger": str(ledger.path),
-        })
-        if G is not None:
-            record["generator"] = G.info()
-        # ledger first: a crash after this over-counts (safe), never under-counts
-        txn.append(keys, spend, {"release_id": release_id, "input_file": str(input_path), "output": str(output),
-                                 "attributes": names, "command": "privatize"}, forced=force)
-        save_npy(output, result.latent.reshape(inp.raw_shape))
+
+    def commit(released: np.ndarray, record: dict) -> None:
+        save_npy(output, released.reshape(inp.raw_shape))
         write_json(record_path, record)
-    totals = ledger.totals(keys)
+
+    info = {"input": str(input_path), "output": str(output), "space": inp.space, "model": model,
+            "center_mode": center_mode, "boundaries": [b.info() for b in bounds], "conditions": list(conditions)}
+    if G is not None:
+        info["generator"] = G.info()
+    rel = accounted_release(inp.latent, dirs, params=params, noise=noise, ledger=ledger, center=centers,
+                            attributes=[b.attribute or b.name for b in bounds], max_epsilon=max_epsilon,
+                            force=force, record_info=info,
+                            ledger_info={"input_file": str(input_path), "output": str(output)},
+                            commit=commit, warn=warn)
+    record = rel.record
 
     if render_paths:
-        images = render_latents(G, result.latent, inp.space)
+        images = render_latents(G, rel.latent, inp.space)
         for p, img in zip(render_paths, images, strict=True):
             save_image(p, img)
     if as_json:
@@ -346,9 +322,8 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     click.echo(str(output))
     for p in render_paths:
         click.echo(str(p))
-    spent = [t.epsilon for t in totals.values()]
-    worst = "unbounded" if any(s is None for s in spent) else f"{max(spent):.4g}"
+    worst = "unbounded" if rel.worst_epsilon is None else f"{rel.worst_epsilon:.4g}"
     g = record["guarantee"]
     claim = "no guarantee" if g["type"] == "none" else g["statement"]
     click.echo(f"{mechanism}: {claim}; ledger total for this input: epsilon {worst}"
-               + (f" (delta {max(t.delta for t in totals.values()):.3g})" if calib.delta else ""), err=True)
+               + (f" (delta {max(t.delta for t in rel.totals.values()):.3g})" if calib.delta else ""), err=True)
