@@ -139,3 +139,31 @@ def test_concurrent_appends_lose_nothing(tmp_path):
     totals = Ledger(path).totals()
     assert totals["f" * 64].releases == 2 * count
     assert math.isclose(totals["f" * 64].epsilon, 0.25 * 2 * count)
+
+
+def test_incremental_reads_see_other_writers_and_a_replaced_file(tmp_path):
+    path = tmp_path / "ledger.jsonl"
+    mine, other = Ledger(path), Ledger(path)
+    k = "a" * 64
+    mine.append([k], LAP)
+    with mine.transaction() as txn:
+        assert txn.totals([k])[k].epsilon == 1.0
+    other.append([k], LAP)           # another process's line: read by mine's next transaction
+    with mine.transaction() as txn:
+        assert txn.prospective([k], LAP)[k].epsilon == 3.0
+    # the file replaced by a shorter one (restored from a backup): read again from the start
+    tmp = tmp_path / "new.jsonl"
+    tmp.write_text(path.read_text().splitlines()[0] + "\n")
+    tmp.replace(path)
+    with mine.transaction() as txn:
+        assert txn.totals([k])[k].epsilon == 1.0
+    # rewritten in place with the same length: the changed tail is noticed
+    text = path.read_text().replace('"epsilon": 1.0', '"epsilon": 2.0')
+    assert len(text) == len(path.read_text())
+    path.write_text(text)
+    with mine.transaction() as txn:
+        assert txn.totals([k])[k].epsilon == 2.0
+    with open(path, "a") as fh:     # a torn line is named, as on a full read
+        fh.write('{"input_sha256": "b')
+    with pytest.raises(InputError, match=r":2: corrupt ledger line"), mine.transaction() as txn:
+        txn.totals([k])

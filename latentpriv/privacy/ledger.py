@@ -159,6 +159,9 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_ledger_path()
+        # spends per key parsed so far (see _Txn.spends): a long batch run reads each line once, not once
+        # per release
+        self._cache: _ReadCache | None = None
 
     # -- reading
     def entries(self) -> list[dict[str, Any]]:
@@ -198,9 +201,9 @@ class Ledger:
             return txn.append(keys, spend, info, forced=force)
 
 
-def _parse(path: Path, text: str) -> list[dict[str, Any]]:
+def _parse(path: Path, text: str, first_line: int = 1) -> list[dict[str, Any]]:
     out = []
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), first_line):
         if not line.strip():
             continue
         try:
@@ -231,29 +234,68 @@ def _totals(entries: list[dict[str, Any]], keys: Iterable[str] | None) -> dict[s
     return {k: total_of(k, v) for k, v in by_key.items()}
 
 
+@dataclass
+class _ReadCache:
+    """What one :class:`Ledger` object has parsed of its file: valid while the file is the same inode and
+    still holds, at ``offset``, the bytes ``tail`` that were read last (an append-only file only grows)."""
+
+    file_id: tuple[int, int]
+    offset: int
+    tail: bytes
+    lines: int
+    spends: dict[str, list[Spend]]
+
+
+_TAIL = 256
+
+
 class _Txn:
     def __init__(self, ledger: Ledger, fd: int) -> None:
         self.ledger, self.fd = ledger, fd
 
-    def _read(self) -> list[dict[str, Any]]:
-        os.lseek(self.fd, 0, os.SEEK_SET)
+    def _read_from(self, offset: int) -> bytes:
+        os.lseek(self.fd, offset, os.SEEK_SET)
         chunks = []
         while block := os.read(self.fd, 1 << 20):
             chunks.append(block)
-        return _parse(self.ledger.path, b"".join(chunks).decode("utf-8"))
+        return b"".join(chunks)
+
+    def spends(self) -> dict[str, list[Spend]]:
+        """Every key's spends, read incrementally: only the lines appended since this :class:`Ledger` object
+        last read the file are parsed (the whole file if it was replaced, truncated or rewritten)."""
+        st = os.fstat(self.fd)
+        file_id = (st.st_dev, st.st_ino)
+        c = self.ledger._cache
+        if c is not None and (c.file_id != file_id or st.st_size < c.offset
+                              or os.pread(self.fd, len(c.tail), c.offset - len(c.tail)) != c.tail):
+            c = None
+        if c is None:
+            c = _ReadCache(file_id, 0, b"", 0, {})
+        new = self._read_from(c.offset)
+        text = new.decode("utf-8")
+        for e in _parse(self.ledger.path, text, first_line=c.lines + 1):  # a corrupt or torn line is an error
+            c.spends.setdefault(e["input_sha256"], []).append(_entry_spend(e))
+        if text and not text.endswith("\n"):
+            # a last line without its newline was not written by us (one write per line set): read it all again
+            self.ledger._cache = None
+            return c.spends
+        c.lines += text.count("\n")
+        c.offset += len(new)
+        c.tail = (c.tail + new)[-_TAIL:]
+        self.ledger._cache = c
+        return c.spends
 
     def totals(self, keys: Iterable[str] | None = None) -> dict[str, Total]:
-        return _totals(self._read(), keys)
+        spends = self.spends()
+        wanted = spends.keys() if keys is None else set(keys)
+        return {k: total_of(k, spends.get(k, [])) for k in wanted}
 
     def prospective(self, keys: Iterable[str], spends: Spend | Iterable[Spend]) -> dict[str, Total]:
         """Totals per key if ``spends`` (one or several releases) were added to each."""
         counts = Counter(keys)  # the same face twice in one batch is two releases of it
         extra = [spends] if isinstance(spends, Spend) else list(spends)
-        by_key: dict[str, list[Spend]] = {k: [] for k in counts}
-        for e in self._read():
-            if e["input_sha256"] in by_key:
-                by_key[e["input_sha256"]].append(_entry_spend(e))
-        return {k: total_of(k, [*v, *(extra * counts[k])]) for k, v in by_key.items()}
+        known = self.spends()
+        return {k: total_of(k, [*known.get(k, []), *(extra * counts[k])]) for k in counts}
 
     def check(self, keys: Iterable[str], spends: Spend | Iterable[Spend], *,
               max_epsilon: float | None) -> dict[str, Total]:
@@ -265,7 +307,7 @@ class _Txn:
         over = [t for t in after.values() if t.epsilon is None or t.epsilon > max_epsilon + 1e-12]
         if over:
             t = over[0]
-            spent = _totals(self._read(), [t.key])[t.key]
+            spent = self.totals([t.key])[t.key]
             now = "unbounded" if spent.epsilon is None else f"{spent.epsilon:.4g}"
             after_s = "unbounded (no guarantee)" if t.epsilon is None else f"{t.epsilon:.4g}"
             raise PrivacyBudgetError(
