@@ -206,8 +206,47 @@ def time_steps(G, targets, cfg, device, nets, steps: int) -> tuple[float, int]:
     return (marks["t2"] - marks["t1"]) / steps, peak
 
 
+def step_flops(G, targets, cfg, device, nets) -> float:
+    """FLOPs of one optimisation step (convolutions and matrix products, forward and backward, as counted
+    by ``torch.utils.flop_counter``): the count of a 2-iteration run minus that of a 1-iteration run, so
+    set-up (target features) and the final metrics cancel."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def count(iterations: int) -> int:
+        c = dataclasses.replace(cfg, iterations=iterations, early_stop=dataclasses.replace(cfg.early_stop, patience=0),
+                                noise_ramp=dataclasses.replace(cfg.noise_ramp, samples=min(cfg.noise_ramp.samples, 1000)))
+        with FlopCounterMode(display=False) as fc:
+            invert(G, targets, c, device=device, networks=nets)
+        return fc.get_total_flops()
+
+    return float(count(2) - count(1))
+
+
+def peak_gflops(device: torch.device) -> float:
+    """The best throughput this device reaches on plain float32 work like the inverter's (a 512->512 3x3
+    convolution at 32x32, batch 4, and a 4096^2 matrix product): the ceiling for any batch size."""
+    import torch.nn.functional as F
+
+    def rate(fn, flops: float) -> float:
+        for _ in range(2):
+            fn()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(5):
+            fn()
+        sync(device)
+        return flops * 5 / (time.perf_counter() - t) / 1e9
+
+    x = torch.randn(4, 512, 32, 32, device=device)
+    w = torch.randn(512, 512, 3, 3, device=device)
+    a = torch.randn(4096, 4096, device=device)
+    return max(rate(lambda: F.conv2d(x, w, padding=1), 2 * 4 * 32 * 32 * 512 * 512 * 9),
+               rate(lambda: a @ a, 2 * 4096**3))
+
+
 def run_cost(args, device, nets, deadline, sizes, batches, amps=("none",)) -> dict:
     rows = []
+    peak_rate = peak_gflops(device) if args.flops else None
     for size in sizes:
         if deadline.left() < 10:
             rows.append({"size": size, "skipped": "time limit"})
@@ -222,13 +261,19 @@ def run_cost(args, device, nets, deadline, sizes, batches, amps=("none",)) -> di
                         continue
                     cfg = preset(name, [f"amp={amp}"])
                     s, peak = time_steps(G, tall[:b], cfg, device, nets, args.steps)
-                    rows.append({"size": size, "batch": b, "preset": name, "amp": amp, "s_per_it": round(s, 4),
-                                 "it_per_s": round(1 / s, 2), "peak_mib": round(peak / 2**20, 1)})
-                    print(f"[cost] {size}px b{b} {name} {amp}: {s:.4f} s/it, peak {peak / 2**20:.0f} MiB", flush=True)
+                    row = {"size": size, "batch": b, "preset": name, "amp": amp, "s_per_it": round(s, 4),
+                           "it_per_s": round(1 / s, 2), "peak_mib": round(peak / 2**20, 1)}
+                    if args.flops and amp == "none":
+                        fl = step_flops(G, tall[:b], cfg, device, nets)
+                        row.update(gflop_per_it=round(fl / 1e9, 1), gflops=round(fl / 1e9 / s, 1))
+                    rows.append(row)
+                    print(f"[cost] {size}px b{b} {name} {amp}: {s:.4f} s/it, peak {peak / 2**20:.0f} MiB"
+                          + (f", {row['gflop_per_it']} GFLOP/it = {row['gflops']} GFLOP/s" if "gflops" in row else ""),
+                          flush=True)
         del G
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    return {"rows": rows, "steps": args.steps}
+    return {"rows": rows, "steps": args.steps, "peak_gflops": None if peak_rate is None else round(peak_rate, 1)}
 
 
 # --------------------------------------------------------------------------------------- report
@@ -281,21 +326,31 @@ def render_quality(q: dict, note: str) -> str:
 def render_cost(c: dict, note: str, title: str) -> str:
     lines = [f"{title} ({c['steps']} timed iterations after one warm-up; peak memory = "
              f"{'torch.cuda.max_memory_allocated' if 'GPU' in title else 'peak process RSS, generator and VGG included'}). {note}", "",
-             "| px | batch | preset | amp | s/iteration | it/s | peak MiB |", "|---|---|---|---|---|---|---|"]
+             "| px | batch | preset | amp | s/iteration | it/s | peak MiB | GFLOP/it | GFLOP/s (% of peak) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    pk = c.get("peak_gflops")
     for r in c["rows"]:
         if "skipped" in r:
             lines.append(f"| {r['size']} | {r.get('batch', '')} | {r.get('preset', '')} | {r.get('amp', '')} | skipped "
-                         f"({r['skipped']}) | | |")
+                         f"({r['skipped']}) | | | | |")
         else:
+            rate = "" if "gflops" not in r else f"{r['gflops']}" + (f" ({100 * r['gflops'] / pk:.0f} %)" if pk else "")
             lines.append(f"| {r['size']} | {r['batch']} | {r['preset']} | {r['amp']} | {r['s_per_it']} | "
-                         f"{r['it_per_s']} | {r['peak_mib']} |")
+                         f"{r['it_per_s']} | {r['peak_mib']} | {r.get('gflop_per_it', '')} | {rate} |")
+    if pk:
+        lines += ["", f"Peak: {pk} GFLOP/s, the best of a 512->512 3x3 convolution (32x32, batch 4) and a 4096^2 "
+                  "float32 matrix product on this device. A batch of B costs B times the FLOPs of batch 1, so "
+                  "batch B / batch 1 per step >= B x (batch-1 GFLOP/s) / peak: listed as \"floor\" below."]
     by = {(r["size"], r["batch"], r["preset"], r["amp"]): r["s_per_it"] for r in c["rows"] if "s_per_it" in r}
+    rates = {(r["size"], r["batch"], r["preset"], r["amp"]): r["gflops"] for r in c["rows"] if "gflops" in r}
     ratios = []
     for (size, b, name, amp), s in sorted(by.items()):
         if b != 1:
             base = by.get((size, 1, name, amp))
             if base:
-                ratios.append(f"{size} px {name} {amp}: batch {b} = {s / base:.2f}x batch 1 per step")
+                r1 = rates.get((size, 1, name, amp))
+                floor = f" (floor {b * r1 / pk:.2f}x)" if pk and r1 else ""
+                ratios.append(f"{size} px {name} {amp}: batch {b} = {s / base:.2f}x batch 1 per step{floor}")
         if name == "default" and (size, b, "seed", amp) in by:
             ratios.append(f"{size} px b{b} {amp}: default/seed cost = {s / by[(size, b, 'seed', amp)]:.2f}")
     if ratios:
@@ -339,6 +394,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,4")
     ap.add_argument("--steps", type=int, default=3, help="timed iterations per cost measurement")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--flops", action=argparse.BooleanOptionalAction, default=None,
+                    help="cost: count FLOPs per step and compare with the device's peak (default: on for CPU)")
     ap.add_argument("--time-limit", type=float, default=1800.0, help="seconds for the whole run")
     ap.add_argument("--note", default="", help="free text added to the tables (e.g. CPU contention)")
     ap.add_argument("--output", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
@@ -350,6 +407,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.flops is None:
+        args.flops = device.type == "cpu"
     deadline = Deadline(args.time_limit)
     nets = PerceptualNetworks.load(device)
     kind = "gpu" if device.type == "cuda" else "cpu"
