@@ -226,6 +226,10 @@ def plot_sweep(summary: list[dict], path: Path, *, attribute: str | None = None)
         if panels[i][0] == "identity_distance":
             ax.axhline(0.6, color="grey", linestyle="--", linewidth=1)
         ax.set_xscale("log")
+        # the swept epsilons as plain numbers (0.25, 1, 4), not powers of ten
+        eps_ticks = sorted({e for pts in series.values() for e, _ in pts})
+        ax.set_xticks(eps_ticks, [f"{e:g}" for e in eps_ticks])
+        ax.minorticks_off()
         ax.set_xlabel("epsilon")
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
