@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from latentpriv.errors import ConfigError
@@ -12,7 +13,11 @@ from latentpriv.privacy.accounting import (
     analytic_gaussian_sigma,
     check_number,
     classic_gaussian_sigma,
+    discrete_gaussian_delta,
+    discrete_gaussian_sigma,
     gaussian_rho,
+    zcdp_delta,
+    zcdp_gaussian_sigma,
     zcdp_to_dp,
 )
 
@@ -76,3 +81,54 @@ def test_check_number_messages():
     with pytest.raises(TypeError, match="must be a real number"):
         check_number("epsilon", [1.0], low=0.0)
     assert check_number("x", 3, low=0.0) == 3.0
+
+
+def _exact_discrete_delta(sigma: float, eps: float, d: int) -> float:
+    """delta(eps) of N_Z(0, sigma^2) vs N_Z(d, sigma^2) by direct summation (small sigma only)."""
+    xs = np.arange(-int(40 * sigma) - d, int(40 * sigma) + d + 1)
+    logf = -xs.astype(np.float64) ** 2 / (2 * sigma**2)
+    p = np.exp(logf - logf.max())
+    p /= p.sum()
+    q = np.roll(p, d)  # q(x) = p(x - d)
+    q[:d] = 0.0
+    return float(np.maximum(p - math.exp(eps) * q, 0.0).sum())
+
+
+@pytest.mark.parametrize("sigma,eps,d", [(5.0, 1.0, 3), (20.0, 0.5, 4), (50.3, 1.0, 13), (3.0, 2.0, 1),
+                                         (400.0, 1.0, 100)])
+def test_discrete_delta_bound_is_an_upper_bound_and_tightens_with_sigma(sigma, eps, d):
+    exact = _exact_discrete_delta(sigma, eps, d)
+    bound = discrete_gaussian_delta(sigma, eps, d)
+    assert exact <= bound
+    # the slack is the density term phi(m/s)/s: relative ~ (tail z-score)/sigma of the tail probability
+    assert bound - exact <= 2.0 * (6.0 / sigma) * math.exp(_log_tail(eps * sigma / d - d / (2 * sigma)))
+
+
+def _log_tail(z: float) -> float:
+    return math.log(0.5 * math.erfc(z / math.sqrt(2.0)))
+
+
+def test_discrete_sigma_is_safe_and_close_to_the_continuous_one():
+    for eps, delta, d in [(1.0, 1e-5, 6 * 2**20 + 1), (0.25, 1e-6, 1000), (8.0, 1e-5, 50)]:
+        s = discrete_gaussian_sigma(eps, delta, d)
+        assert discrete_gaussian_delta(s, eps, d) <= delta
+        cont = analytic_gaussian_sigma(eps, delta, float(d))
+        assert cont * (1 - 1e-3) <= s <= cont * (1 + 0.2)
+    with pytest.raises(ValueError, match="integer"):
+        discrete_gaussian_delta(3.0, 1.0, 1.5)
+
+
+def test_zcdp_delta_against_opendp_and_the_standard_conversion():
+    import opendp.prelude as dp
+
+    dp.enable_features("contrib")
+    for eps, delta in [(0.5, 1e-5), (1.0, 1e-5), (4.0, 1e-6)]:
+        s = zcdp_gaussian_sigma(eps, delta, 1.0)
+        assert zcdp_delta(gaussian_rho(s, 1.0), eps) <= delta
+        # OpenDP's own conversion certifies the same (epsilon, delta) at this sigma, to float precision
+        meas = dp.m.make_gaussian(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=s)
+        assert dp.c.make_zCDP_to_approxDP(meas).map(1.0).epsilon(delta) == pytest.approx(eps, rel=1e-9)
+        # tighter than Bun-Steinke's rho + 2 sqrt(rho ln 1/delta), looser than the exact continuous bound
+        assert zcdp_to_dp(gaussian_rho(s, 1.0), delta) > eps
+        assert analytic_gaussian_sigma(eps, delta, 1.0) < s < 1.1 * analytic_gaussian_sigma(eps, delta, 1.0)
+    assert zcdp_delta(0.0, 1.0) == 0.0

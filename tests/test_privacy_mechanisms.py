@@ -240,10 +240,12 @@ def test_seed_mechanism_reproduces_the_notebook():
 
 
 def test_gaussian_calibration_uses_l2_sensitivity(dirs2):
+    # continuous noise (grid_slack 0, an idealisation): the analytic sigma for L2 sensitivity 2B sqrt(k)
     cal = calibrate("gaussian", epsilon=1.0, delta=1e-5, clip_radius=3.0, k=2)
     assert cal.sensitivity == pytest.approx(6.0 * math.sqrt(2))
     assert cal.sigma == pytest.approx(analytic_gaussian_sigma(1.0, 1e-5, 6.0 * math.sqrt(2)))
     assert cal.rho == pytest.approx(cal.sensitivity ** 2 / (2 * cal.sigma ** 2))
+    assert cal.as_dict()["noise"]["calibration"].startswith("analytic")
     lap = calibrate("laplace", epsilon=1.0, clip_radius=3.0, k=2, epsilon_split=[3, 1])
     assert lap.epsilons == pytest.approx((0.75, 0.25))
     assert lap.scales == pytest.approx((6.0 / 0.75, 6.0 / 0.25))
@@ -283,3 +285,21 @@ def test_calibration_agrees_with_opendps_own_privacy_maps():
     vspace = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=2), dp.l2_distance(T=float)
     gmeas = dp.m.make_gaussian(*vspace, scale=gau.sigma, k=DEFAULT_GRID_K)
     assert gmeas.map(gau.sensitivity) <= gau.rho * (1 + 1e-9)
+    # and (epsilon, delta) as OpenDP itself certifies it for the discrete vector Gaussian (zCDP -> approx DP)
+    profile = dp.c.make_zCDP_to_approxDP(gmeas).map(gau.sensitivity)
+    assert profile.epsilon(1e-5) <= 1.0 + 1e-9
+    assert "zCDP" in gau.as_dict()["noise"]["calibration"]
+
+
+def test_one_direction_gaussian_uses_the_discrete_bound():
+    """k = 1 on OpenDP's grid: CKS20 Thm 7 in grid units; sigma is the continuous one to ~1e-6 and the
+    bound at it is <= delta, while the continuous analytic sigma for the same steps is not certified."""
+    from latentpriv.privacy.accounting import discrete_gaussian_delta
+
+    g = OpenDPNoise().grid_slack()
+    cal = calibrate("gaussian", epsilon=1.0, delta=1e-5, clip_radius=3.0, k=1, grid_slack=g)
+    steps = math.floor(6.0 / g) + 1
+    assert discrete_gaussian_delta(cal.sigma / g, 1.0, steps) <= 1e-5
+    cont = analytic_gaussian_sigma(1.0, 1e-5, 6.0 + g)
+    assert cont <= cal.sigma <= cont * (1 + 1e-5)
+    assert "Thm 7" in cal.as_dict()["noise"]["calibration"]

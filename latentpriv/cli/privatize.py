@@ -161,7 +161,7 @@ def privacy_options(f):
                      help="Project this attribute out of every direction first (InterFaceGAN project_boundary)."),
         click.option("--mechanism", type=click.Choice(["laplace", "gaussian", "rr", "seed"]), default="laplace",
                      show_default=True,
-                     help="laplace: pure eps-DP; gaussian: (eps,delta)-DP, analytic sigma; rr: randomized "
+                     help="laplace: pure eps-DP; gaussian: (eps,delta)-DP (discrete Gaussian); rr: randomized "
                           "response on the side only; seed: the research notebook's step, NO guarantee."),
         click.option("--delta", type=float, default=None,
                      help="delta for gaussian/seed (required there, e.g. 1e-5); not accepted by laplace/rr."),

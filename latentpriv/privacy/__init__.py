@@ -2,7 +2,7 @@
 
 * :mod:`~latentpriv.privacy.mechanisms` - :func:`privatize` and the mechanisms (laplace, gaussian, rr, seed)
 * :mod:`~latentpriv.privacy.noise` - OpenDP (secure) and seeded numpy noise behind one interface
-* :mod:`~latentpriv.privacy.accounting` - analytic Gaussian calibration, zCDP conversion
+* :mod:`~latentpriv.privacy.accounting` - Gaussian calibration (discrete and analytic), zCDP conversion
 * :mod:`~latentpriv.privacy.ledger` - append-only spend ledger with composition
 * :mod:`~latentpriv.privacy.audit` - empirical epsilon lower bounds (Clopper-Pearson)
 

@@ -11,8 +11,9 @@ Pipeline (PRIVACY.md section 2), per row and direction:
 
 1. ``a_i = <w, n_i>`` (W+: mean over the edited layers);
 2. clamp ``abar_i = clip(a_i, c_i - B, c_i + B)`` - this bounds the sensitivity to ``2B`` per coordinate;
-3. noise: ``laplace`` (pure epsilon-DP, scale ``2B/epsilon_i``), ``gaussian`` (one joint draw with the
-   analytic sigma for L2 sensitivity ``2B sqrt(k)``; (epsilon, delta)-DP), ``rr`` (randomized response on
+3. noise: ``laplace`` (pure epsilon-DP, scale ``2B/epsilon_i``), ``gaussian`` (one joint draw, sigma
+   for L2 sensitivity ``2B sqrt(k)`` from bounds proven for the discrete Gaussian: CKS20 Thm 7 for one
+   direction, zCDP for several; (epsilon, delta)-DP), ``rr`` (randomized response on
    the side of the hyperplane; protects the label only), or ``seed`` (the research notebook's step, kept
    for comparison; **no guarantee**);
 4. post-process: clip the released value to ``[c_i - B, c_i + B]``;
@@ -40,7 +41,9 @@ from latentpriv.privacy.accounting import (
     analytic_gaussian_sigma,
     check_number,
     classic_gaussian_sigma,
+    discrete_gaussian_sigma,
     gaussian_rho,
+    zcdp_gaussian_sigma,
 )
 from latentpriv.privacy.noise import NoiseSource, make_noise_source
 
@@ -73,6 +76,14 @@ SEED_REASON = (
 )
 
 
+# How a gaussian release's sigma was set (the record's noise.calibration), see accounting.py:
+GAUSSIAN_DISCRETE_1D = ("CKS20 Thm 7 for the discrete Gaussian (one direction), tail sums bounded by integrals: "
+                        "a proven (epsilon, delta)")
+GAUSSIAN_DISCRETE_ZCDP = ("zCDP of the multivariate discrete Gaussian, converted by CKS20 Cor 13 (as OpenDP's "
+                          "make_zCDP_to_approxDP)")
+GAUSSIAN_CONTINUOUS = "analytic Gaussian mechanism, Balle & Wang 2018 (continuous noise)"
+
+
 class SeedMechanismWarning(UserWarning):
     """Emitted whenever the notebook-compatible ``seed`` mechanism is used."""
 
@@ -99,6 +110,7 @@ class Calibration:
     rho: float | None = None
     noise_clip: float | None = None
     guarantee: str = "pure-dp"
+    method: str | None = None     # gaussian: which (epsilon, delta) bound set sigma (GAUSSIAN_* above)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -114,8 +126,8 @@ class Calibration:
         if self.mechanism == "laplace":
             d["noise"] = {"distribution": "discrete Laplace", "scale_per_direction": list(self.scales)}
         elif self.mechanism == "gaussian":
-            d["noise"] = {"distribution": "discrete Gaussian (analytic calibration, Balle & Wang 2018)",
-                          "sigma": self.sigma, "rho_zcdp": self.rho}
+            d["noise"] = {"distribution": "discrete Gaussian" if self.grid_slack else "Gaussian",
+                          "calibration": self.method, "sigma": self.sigma, "rho_zcdp": self.rho}
         elif self.mechanism == "rr":
             d["noise"] = {"distribution": "randomized response on sign(a - c)",
                           "keep_probability_per_direction": [1.0 / (1.0 + math.exp(-e)) for e in self.epsilons]}
@@ -195,9 +207,20 @@ def calibrate(mechanism: str, *, epsilon: float, delta: float = 0.0, clip_radius
                            guarantee="label-dp")
     if mechanism == "gaussian":
         sens = 2.0 * clip_radius * math.sqrt(k)
-        sigma = analytic_gaussian_sigma(epsilon, delta, sens + grid_slack * math.sqrt(k))
+        sens_grid = sens + grid_slack * math.sqrt(k)  # L2 distance of neighbours after rounding to the grid
+        if grid_slack == 0.0:  # continuous noise (an idealisation: every sampler here draws on a grid)
+            sigma = analytic_gaussian_sigma(epsilon, delta, sens)
+            method = GAUSSIAN_CONTINUOUS
+        elif k == 1:
+            # integer-valued in grid units: neighbours differ by at most floor(2B/g) + 1 steps
+            steps = math.floor(2.0 * clip_radius / grid_slack) + 1
+            sigma = discrete_gaussian_sigma(epsilon, delta, steps) * grid_slack
+            method = GAUSSIAN_DISCRETE_1D
+        else:
+            sigma = zcdp_gaussian_sigma(epsilon, delta, sens_grid)
+            method = GAUSSIAN_DISCRETE_ZCDP
         return Calibration(mechanism, epsilon, delta, clip_radius, k, (epsilon,), sens, grid_slack, sigma=sigma,
-                           rho=gaussian_rho(sigma, sens + grid_slack * math.sqrt(k)), guarantee="approx-dp")
+                           rho=gaussian_rho(sigma, sens_grid), guarantee="approx-dp", method=method)
     # seed: the notebook's calibration, per direction, sensitivity assumed 1
     sigmas = tuple(classic_gaussian_sigma(e, delta, 1.0) for e in epsilons)
     return Calibration(mechanism, epsilon, delta, clip_radius, k, epsilons, 1.0, grid_slack, scales=sigmas,
