@@ -54,7 +54,11 @@ def test_analytic_sigma_is_tight_and_valid_above_one():
 def test_zcdp_conversion_and_rho():
     assert gaussian_rho(2.0, 1.0) == pytest.approx(0.125)
     rho, delta = 0.1, 1e-5
-    assert zcdp_to_dp(rho, delta) == pytest.approx(rho + 2 * math.sqrt(rho * math.log(1 / delta)))
+    bun_steinke = rho + 2 * math.sqrt(rho * math.log(1 / delta))
+    eps = zcdp_to_dp(rho, delta)
+    # CKS20 Cor 13 is tighter than Bun & Steinke's closed form, and it is the smallest such epsilon
+    assert 0.8 * bun_steinke < eps < bun_steinke
+    assert zcdp_delta(rho, eps) <= delta < zcdp_delta(rho, eps * (1 - 1e-6))
     with pytest.raises(ValueError):
         zcdp_to_dp(-1.0, 1e-5)
 
@@ -129,6 +133,8 @@ def test_zcdp_delta_against_opendp_and_the_standard_conversion():
         meas = dp.m.make_gaussian(dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float), scale=s)
         assert dp.c.make_zCDP_to_approxDP(meas).map(1.0).epsilon(delta) == pytest.approx(eps, rel=1e-9)
         # tighter than Bun-Steinke's rho + 2 sqrt(rho ln 1/delta), looser than the exact continuous bound
-        assert zcdp_to_dp(gaussian_rho(s, 1.0), delta) > eps
+        rho = gaussian_rho(s, 1.0)
+        assert zcdp_to_dp(rho, delta) == pytest.approx(eps, rel=1e-6)
+        assert rho + 2 * math.sqrt(rho * math.log(1 / delta)) > eps
         assert analytic_gaussian_sigma(eps, delta, 1.0) < s < 1.1 * analytic_gaussian_sigma(eps, delta, 1.0)
     assert zcdp_delta(0.0, 1.0) == 0.0

@@ -10,7 +10,8 @@ Pure functions, no state:
   a valid calibration only for epsilon < 1; used here solely to reproduce the research notebook's step.
 * :func:`gaussian_rho`, :func:`zcdp_to_dp` - zero-concentrated DP (Bun & Steinke 2016): the Gaussian
   mechanism is ``Delta^2 / (2 sigma^2)``-zCDP, zCDP composes by adding rho, and rho-zCDP implies
-  ``(rho + 2 sqrt(rho ln(1/delta)), delta)``-DP for every delta in (0, 1) (Prop. 1.3).
+  (epsilon, delta)-DP with epsilon from CKS20 Cor 13 (:func:`zcdp_delta`), never more than Bun &
+  Steinke's ``rho + 2 sqrt(rho ln(1/delta))`` (Prop. 1.3).
 
 The noise actually drawn is OpenDP's *discrete* Gaussian on a grid, not the continuous one, so the
 release calibration uses bounds proven for it (Canonne, Kamath & Steinke 2020, "The Discrete Gaussian
@@ -27,6 +28,7 @@ for Differential Privacy", CKS20):
 
 from __future__ import annotations
 
+import functools
 import math
 from numbers import Real
 
@@ -143,11 +145,29 @@ def gaussian_rho(sigma: float, sensitivity: float) -> float:
 
 
 def zcdp_to_dp(rho: float, delta: float) -> float:
-    """Epsilon such that rho-zCDP implies (epsilon, delta)-DP: ``rho + 2 sqrt(rho ln(1/delta))``."""
+    """Epsilon such that rho-zCDP implies (epsilon, delta)-DP: the smallest epsilon (to 1e-12, safe side)
+    with :func:`zcdp_delta` ``<= delta``, never more than Bun & Steinke's ``rho + 2 sqrt(rho ln(1/delta))``."""
     delta = check_number("delta", delta, low=0.0, high=1.0)
     if rho < 0:
         raise ValueError(f"rho = {rho} must be >= 0")
-    return float(rho) + 2.0 * math.sqrt(float(rho) * math.log(1.0 / delta))
+    return _zcdp_epsilon(float(rho), delta)
+
+
+@functools.lru_cache(maxsize=4096)
+def _zcdp_epsilon(rho: float, delta: float) -> float:
+    bun_steinke = rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
+    if rho == 0.0 or _zcdp_delta(rho, bun_steinke) > delta:  # pragma: no cover - CKS20 is never looser
+        return bun_steinke
+    lo, hi = 0.0, bun_steinke
+    for _ in range(200):
+        if hi - lo <= 1e-12 * hi:
+            break
+        mid = (lo + hi) / 2.0
+        if _zcdp_delta(rho, mid) <= delta:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 # ------------------------------------------------------------------------------ discrete Gaussian
@@ -219,22 +239,31 @@ def zcdp_delta(rho: float, epsilon: float) -> float:
     if rho == 0.0:
         return 0.0
 
-    def log_delta(u: float) -> float:  # a = 1 + e^u
-        a = 1.0 + math.exp(u)
-        return (a - 1.0) * (a * rho - epsilon) + a * math.log1p(-1.0 / a) - u
+    return _zcdp_delta(rho, epsilon)
 
-    # a coarse scan over a in (1 + e^-12, 1 + e^16), then golden-section around the best point
-    us = [-12.0 + 28.0 * i / 400 for i in range(401)]
-    best = min(us, key=log_delta)
-    lo, hi = best - 0.07, best + 0.07
+
+@functools.lru_cache(maxsize=4096)
+def _zcdp_delta(rho: float, epsilon: float) -> float:
+    def log_delta(a: float) -> float:
+        return (a - 1.0) * (a * rho - epsilon) + a * math.log1p(-1.0 / a) - math.log(a - 1.0)
+
+    # log_delta is convex in a (second derivative 2 rho + 1/(a (a - 1)) > 0): golden-section search
+    lo, hi = 1.0 + 1e-9, 4.0 + 4.0 * (epsilon + 1.0) / rho
     g = (math.sqrt(5.0) - 1.0) / 2.0
-    for _ in range(80):
-        x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
-        if log_delta(x1) < log_delta(x2):
-            hi = x2
+    x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
+    f1, f2 = log_delta(x1), log_delta(x2)
+    for _ in range(200):
+        if hi - lo <= 1e-12 * hi:
+            break
+        if f1 < f2:
+            hi, x2, f2 = x2, x1, f1
+            x1 = hi - g * (hi - lo)
+            f1 = log_delta(x1)
         else:
-            lo = x1
-    return min(math.exp(min(log_delta(best), log_delta((lo + hi) / 2.0))), 1.0)
+            lo, x1, f1 = x1, x2, f2
+            x2 = lo + g * (hi - lo)
+            f2 = log_delta(x2)
+    return min(math.exp(min(f1, f2, 0.0)), 1.0)
 
 
 def zcdp_gaussian_sigma(epsilon: float, delta: float, sensitivity: float, *, rel_tol: float = 1e-12) -> float:
