@@ -9,6 +9,8 @@
 * ``synthetic_generator``: session-cached factory ``synthetic_generator(resolution=32, seed=0,
   fmap_max=None)`` -> a loaded CPU generator (frozen; do not mutate it, e.g. with ``.to()``).
 * ``synthetic_checkpoint_1024``: the full 1024 px seed-0 checkpoint, written once per session.
+* ``ifg_home``: InterFaceGAN's boundaries on the asset search path (``$LATENTPRIV_HOME``), the user cache
+  and the working directory moved into ``tmp_path``; returns the boundaries' folder.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from shared_paths import SHARED  # tests/ is on sys.path (pytest prepend mode)
+from shared_paths import IFG_BOUNDARIES, SHARED  # tests/ is on sys.path (pytest prepend mode)
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +97,12 @@ def synthetic_generator(_checkpoint_cache) -> Callable[..., object]:
 def synthetic_checkpoint_1024(_checkpoint_cache) -> Path:
     """The full 1024 px synthetic checkpoint for seed 0 (spec section 12), written once per session."""
     return _checkpoint_cache(1024, 0)
+
+
+@pytest.fixture
+def ifg_home(monkeypatch, tmp_path) -> Path:
+    assert IFG_BOUNDARIES.is_dir(), f"{IFG_BOUNDARIES} missing"
+    monkeypatch.setenv("LATENTPRIV_HOME", str(IFG_BOUNDARIES))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    return IFG_BOUNDARIES

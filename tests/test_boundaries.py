@@ -25,16 +25,6 @@ from latentpriv.errors import AssetError, InputError
 IFG = IFG_BOUNDARIES
 
 
-@pytest.fixture
-def ifg_home(monkeypatch, tmp_path):
-    """InterFaceGAN's boundaries on the search path via $LATENTPRIV_HOME; cwd and cache isolated."""
-    assert IFG.is_dir(), f"{IFG} missing"
-    monkeypatch.setenv("LATENTPRIV_HOME", str(IFG))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return IFG
-
-
 def _npy(name: str) -> np.ndarray:
     return np.load(IFG / f"{name}.npy", allow_pickle=False)
 

@@ -16,12 +16,8 @@ IFG = IFG_BOUNDARIES
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
-    assert IFG.is_dir(), f"{IFG} missing"
-    monkeypatch.setenv("LATENTPRIV_HOME", str(IFG))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+def env(ifg_home, monkeypatch, tmp_path):
     monkeypatch.setenv("LATENTPRIV_LEDGER", str(tmp_path / "ledger.jsonl"))
-    monkeypatch.chdir(tmp_path)
     w = np.random.default_rng(0).normal(size=(1, 512)).astype(np.float32)
     np.save(tmp_path / "w.npy", w)
     return tmp_path
