@@ -398,12 +398,17 @@ def main(argv=None) -> int:
                     help="cost: count FLOPs per step and compare with the device's peak (default: on for CPU)")
     ap.add_argument("--time-limit", type=float, default=1800.0, help="seconds for the whole run")
     ap.add_argument("--note", default="", help="free text added to the tables (e.g. CPU contention)")
+    ap.add_argument("--label", default="", help="machine label: keeps this machine's tables apart from another's "
+                    "of the same kind (e.g. --label 2core writes cost-cpu-2core)")
     ap.add_argument("--output", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     ap.add_argument("--json", type=Path, default=None, help="also write raw results here")
     args = ap.parse_args(argv)
 
+    from latentpriv.allocator import tune_host_allocator
     from latentpriv.devices import resolve_device
 
+    # as the latentpriv command does (allocator.py); LATENTPRIV_TUNE_MALLOC=0 measures glibc's default
+    print(f"host allocator tuned: {tune_host_allocator()}", flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -412,6 +417,8 @@ def main(argv=None) -> int:
     deadline = Deadline(args.time_limit)
     nets = PerceptualNetworks.load(device)
     kind = "gpu" if device.type == "cuda" else "cpu"
+    suffix = f"-{args.label}" if args.label else ""
+    title_label = f": {args.label}" if args.label else ""
     stamp = f"{_dt.date.today().isoformat()}, {_machine(device)}."
     note = (stamp + " " + args.note).strip()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -419,7 +426,8 @@ def main(argv=None) -> int:
     if "quality" in modes:
         try:
             results["quality"] = q = run_quality(args, device, nets, deadline)
-            blocks[f"quality-{kind}"] = f"### Quality per wall time ({kind.upper()})\n\n" + render_quality(q, note)
+            blocks[f"quality-{kind}{suffix}"] = (f"### Quality per wall time ({kind.upper()}{title_label})\n\n"
+                                                 + render_quality(q, note))
         except Exception as exc:  # noqa: BLE001 - keep the other modes' results
             results["quality_error"] = repr(exc)
             print(f"[quality] failed: {exc!r}", file=sys.stderr)
@@ -428,7 +436,7 @@ def main(argv=None) -> int:
         batches = [int(b) for b in args.batches.split(",")]
         try:
             results["cost"] = c = run_cost(args, device, nets, deadline, sizes, batches)
-            blocks[f"cost-{kind}"] = (f"### Cost per iteration ({kind.upper()})\n\n"
+            blocks[f"cost-{kind}{suffix}"] = (f"### Cost per iteration ({kind.upper()}{title_label})\n\n"
                                       + render_cost(c, note, f"{kind.upper()} cost"))
         except Exception as exc:  # noqa: BLE001
             results["cost_error"] = repr(exc)
