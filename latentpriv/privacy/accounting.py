@@ -118,14 +118,20 @@ def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1
         lo, hi = hi, hi * 2.0
     while analytic_gaussian_delta(lo, epsilon, sensitivity) <= delta and lo > 1e-12 * sensitivity:
         lo, hi = lo / 2.0, lo
+    return _bisect_safe(lambda sg: analytic_gaussian_delta(sg, epsilon, sensitivity) <= delta, lo, hi, rel_tol)
+
+
+def _bisect_safe(ok, lo: float, hi: float, rel_tol: float) -> float:
+    """Geometric bisection of ``[lo, hi]`` (``ok(hi)`` true) to ``rel_tol``; returns a point where ``ok``
+    held, so the caller's guarantee holds whatever ``ok`` does in between."""
     for _ in range(200):
         if hi - lo <= rel_tol * hi:
             break
         mid = math.sqrt(lo * hi)
-        if analytic_gaussian_delta(mid, epsilon, sensitivity) > delta:
-            lo = mid
-        else:
+        if ok(mid):
             hi = mid
+        else:
+            lo = mid
     return hi
 
 
@@ -217,15 +223,7 @@ def discrete_gaussian_sigma(epsilon: float, delta: float, sensitivity: int, *, r
         lo /= 1.001
     # the bound is monotone in sigma up to the floor() in t (jumps ~1/sigma): the bisection keeps hi on the
     # valid side whatever happens in between, which is all the guarantee needs
-    for _ in range(200):
-        if hi - lo <= rel_tol * hi:
-            break
-        mid = math.sqrt(lo * hi)
-        if discrete_gaussian_delta(mid, epsilon, sensitivity) > delta:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    return _bisect_safe(lambda sg: discrete_gaussian_delta(sg, epsilon, sensitivity) <= delta, lo, hi, rel_tol)
 
 
 def zcdp_delta(rho: float, epsilon: float) -> float:
@@ -280,12 +278,4 @@ def zcdp_gaussian_sigma(epsilon: float, delta: float, sensitivity: float, *, rel
     lo = hi = analytic_gaussian_sigma(epsilon, delta, sensitivity)  # zCDP is never tighter than the exact bound
     while not ok(hi):
         lo, hi = hi, hi * 1.25
-    for _ in range(200):
-        if hi - lo <= rel_tol * hi:
-            break
-        mid = math.sqrt(lo * hi)
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return _bisect_safe(ok, lo, hi, rel_tol)
