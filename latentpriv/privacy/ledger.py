@@ -159,7 +159,7 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_ledger_path()
-        # spends per key parsed so far (see _Txn.spends): a long batch run reads each line once, not once
+        # spends per key parsed so far (see _spends): a long batch run reads each line once, not once
         # per release
         self._cache: _ReadCache | None = None
 
@@ -176,7 +176,44 @@ class Ledger:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     def totals(self, keys: Iterable[str] | None = None) -> dict[str, Total]:
-        return _totals(self.entries(), keys)
+        """Composed totals per key (all keys, or ``keys``: a key without releases gets an empty total)."""
+        if not self.path.exists():
+            return _totals_of({}, keys)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            return _totals_of(self._spends(fd), keys)
+        finally:
+            os.close(fd)
+
+    def _spends(self, fd: int) -> dict[str, list[Spend]]:
+        """Every key's spends from the locked ``fd``, read incrementally: only the lines appended since this
+        object last read the file are parsed (the whole file if it was replaced, truncated or rewritten)."""
+        st = os.fstat(fd)
+        file_id = (st.st_dev, st.st_ino)
+        c = self._cache
+        if c is not None and (c.file_id != file_id or st.st_size < c.offset
+                              or os.pread(fd, len(c.tail), c.offset - len(c.tail)) != c.tail):
+            c = None
+        if c is None:
+            c = _ReadCache(file_id, 0, b"", 0, {})
+        chunks, pos = [], c.offset
+        while block := os.pread(fd, 1 << 20, pos):
+            chunks.append(block)
+            pos += len(block)
+        new = b"".join(chunks)
+        text = new.decode("utf-8")
+        for e in _parse(self.path, text, first_line=c.lines + 1):  # a corrupt or torn line is an error
+            c.spends.setdefault(e["input_sha256"], []).append(_entry_spend(e))
+        if text and not text.endswith("\n"):
+            # a last line without its newline was not written by us (one write per line set): read it all again
+            self._cache = None
+            return c.spends
+        c.lines += text.count("\n")
+        c.offset += len(new)
+        c.tail = (c.tail + new)[-_TAIL:]
+        self._cache = c
+        return c.spends
 
     # -- writing
     @contextlib.contextmanager
@@ -221,17 +258,9 @@ def _entry_spend(e: dict[str, Any]) -> Spend:
     return Spend(e.get("mechanism", "?"), e.get("epsilon"), float(e.get("delta") or 0.0), e.get("rho_zcdp"))
 
 
-def _totals(entries: list[dict[str, Any]], keys: Iterable[str] | None) -> dict[str, Total]:
-    wanted = set(keys) if keys is not None else None
-    by_key: dict[str, list[Spend]] = {}
-    for e in entries:
-        k = e["input_sha256"]
-        if wanted is None or k in wanted:
-            by_key.setdefault(k, []).append(_entry_spend(e))
-    if wanted is not None:
-        for k in wanted:
-            by_key.setdefault(k, [])
-    return {k: total_of(k, v) for k, v in by_key.items()}
+def _totals_of(spends: dict[str, list[Spend]], keys: Iterable[str] | None) -> dict[str, Total]:
+    wanted = spends.keys() if keys is None else set(keys)
+    return {k: total_of(k, spends.get(k, [])) for k in wanted}
 
 
 @dataclass
@@ -253,48 +282,14 @@ class _Txn:
     def __init__(self, ledger: Ledger, fd: int) -> None:
         self.ledger, self.fd = ledger, fd
 
-    def _read_from(self, offset: int) -> bytes:
-        os.lseek(self.fd, offset, os.SEEK_SET)
-        chunks = []
-        while block := os.read(self.fd, 1 << 20):
-            chunks.append(block)
-        return b"".join(chunks)
-
-    def spends(self) -> dict[str, list[Spend]]:
-        """Every key's spends, read incrementally: only the lines appended since this :class:`Ledger` object
-        last read the file are parsed (the whole file if it was replaced, truncated or rewritten)."""
-        st = os.fstat(self.fd)
-        file_id = (st.st_dev, st.st_ino)
-        c = self.ledger._cache
-        if c is not None and (c.file_id != file_id or st.st_size < c.offset
-                              or os.pread(self.fd, len(c.tail), c.offset - len(c.tail)) != c.tail):
-            c = None
-        if c is None:
-            c = _ReadCache(file_id, 0, b"", 0, {})
-        new = self._read_from(c.offset)
-        text = new.decode("utf-8")
-        for e in _parse(self.ledger.path, text, first_line=c.lines + 1):  # a corrupt or torn line is an error
-            c.spends.setdefault(e["input_sha256"], []).append(_entry_spend(e))
-        if text and not text.endswith("\n"):
-            # a last line without its newline was not written by us (one write per line set): read it all again
-            self.ledger._cache = None
-            return c.spends
-        c.lines += text.count("\n")
-        c.offset += len(new)
-        c.tail = (c.tail + new)[-_TAIL:]
-        self.ledger._cache = c
-        return c.spends
-
     def totals(self, keys: Iterable[str] | None = None) -> dict[str, Total]:
-        spends = self.spends()
-        wanted = spends.keys() if keys is None else set(keys)
-        return {k: total_of(k, spends.get(k, [])) for k in wanted}
+        return _totals_of(self.ledger._spends(self.fd), keys)
 
     def prospective(self, keys: Iterable[str], spends: Spend | Iterable[Spend]) -> dict[str, Total]:
         """Totals per key if ``spends`` (one or several releases) were added to each."""
         counts = Counter(keys)  # the same face twice in one batch is two releases of it
         extra = [spends] if isinstance(spends, Spend) else list(spends)
-        known = self.spends()
+        known = self.ledger._spends(self.fd)
         return {k: total_of(k, [*known.get(k, []), *(extra * counts[k])]) for k in counts}
 
     def check(self, keys: Iterable[str], spends: Spend | Iterable[Spend], *,
