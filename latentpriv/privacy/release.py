@@ -80,7 +80,7 @@ class Release:
 
 def accounted_release(latent: np.ndarray, directions: np.ndarray, *, params: ReleaseParams, noise: NoiseSource,
                       ledger: Ledger, center: Any = 0.0, attributes: Sequence[str] = (),
-                      max_epsilon: float | None = None, force: bool = False, space: str | None = None,
+                      max_epsilon: float | None = None, force: bool = False,
                       record_info: Mapping[str, Any] | None = None, ledger_info: Mapping[str, Any] | None = None,
                       commit: Callable[[np.ndarray, dict[str, Any]], None] | None = None,
                       warn: Callable[[str], None] | None = None) -> Release:
@@ -94,7 +94,6 @@ def accounted_release(latent: np.ndarray, directions: np.ndarray, *, params: Rel
             it; ``force``: release anyway, with a warning and ``forced: true`` in the ledger line.
         center: the clamp centre, a number or ``k`` numbers.
         attributes: names of the directions (record and ledger line).
-        space: ``"wp"`` makes a 2-D latent one W+ record (ledger keys), as in :func:`row_keys`.
         record_info / ledger_info: extra fields for the record / the ledger line (file names, model).
         commit: called as ``commit(released_latent, record)`` after the ledger line, under the lock
             (the caller's atomic writes); None: the caller writes later (still after the ledger line).
@@ -104,7 +103,7 @@ def accounted_release(latent: np.ndarray, directions: np.ndarray, *, params: Rel
         PrivacyBudgetError: a row would exceed ``max_epsilon`` (nothing drawn or written).
     """
     spend = params.spend(len(directions), noise)
-    keys = row_keys(latent, space=space)
+    keys = row_keys(latent)
     release_id = uuid.uuid4().hex
     attributes = list(attributes)
     with ledger.transaction() as txn:
