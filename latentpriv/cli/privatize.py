@@ -15,7 +15,8 @@ from typing import Any
 import click
 import numpy as np
 
-from latentpriv.errors import ConfigError, InputError
+from latentpriv.errors import AssetError, ConfigError, InputError
+from latentpriv.privacy.mechanisms import DEFAULT_MAX_NORM
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,10 @@ def load_latent_input(path: Path, *, space: str | None, model: str, generator: A
     from latentpriv.io import check_latent, load_npy
 
     arr = load_npy(path)
+    if arr.dtype.kind == "f" and np.finfo(arr.dtype).eps > np.finfo(np.float32).eps:
+        raise InputError(f"{path}: {arr.dtype} latent: its rounding carries how the coordinate was encoded and is "
+                         "not covered by the float-level guarantee (float32/float64 only); save it as float32 from "
+                         f"its source (converting this file keeps the {arr.dtype} rounding)")
     sp = infer_space(arr, space, model, generator)
     if space is None and sp == "w" and arr.ndim == 2 and arr.shape[0] in (14, 16, 18):
         warn(f"{path}: {arr.shape[0]} rows are treated as {arr.shape[0]} separate W latents (faces); "
@@ -124,6 +129,31 @@ def resolve_center(center: str | float, dirs: np.ndarray, space: str, generator:
     if w_avg.size != dirs.shape[1]:
         raise InputError(f"generator w_avg has dimension {w_avg.size}, directions {dirs.shape[1]}")
     return dirs @ w_avg, "auto: <w_avg, n_i> of the generator"
+
+
+def resolve_covariance(decorrelate: bool | None, model: str, space: str, *, device: str = "cpu",
+                       warn_fn=None) -> Any:
+    """The model's cached latent covariance for ``--decorrelate`` (None: orthogonal split).
+
+    ``decorrelate`` None (default): use Sigma when it is cached, else the orthogonal split with a warning;
+    True: estimate and cache Sigma if missing (an error if the model's weights are missing); False: none.
+    """
+    from latentpriv.covariance import covariance_for
+
+    if decorrelate is False:
+        return None
+    try:
+        cov = covariance_for(model, space, estimate=bool(decorrelate), device=device)
+    except (AssetError, InputError) as exc:
+        if decorrelate:
+            raise
+        cov, why = None, f"({exc})"
+    else:
+        why = f"(none cached; `latentpriv boundary covariance --model {model}` estimates it)"
+    if cov is None and warn_fn is not None:
+        warn_fn(f"no latent covariance for model {model} {why}: orthogonal split, so the residual may still "
+                "predict the protected coordinate (see the record's residual_r2)")
+    return cov
 
 
 def check_outputs(paths: list[Path], inputs: list[Path], overwrite: bool) -> None:
@@ -187,8 +217,17 @@ def privacy_options(f):
         click.option("--max-epsilon", type=float, default=None,
                      help="Refuse a release that would bring any input's total epsilon above this."),
         click.option("--force", is_flag=True, help="Release even past --max-epsilon (recorded as forced)."),
+        click.option("--decorrelate/--no-decorrelate", default=None,
+                     help="Oblique split u = Sigma n / (n^T Sigma n) with the model's latent covariance Sigma, so "
+                          "the released residual is linearly uncorrelated with the protected coordinate. Default: "
+                          "on when Sigma is cached (latentpriv boundary covariance --model M); --decorrelate "
+                          "estimates it if missing (needs the model's weights)."),
+        click.option("--max-norm", type=float, default=DEFAULT_MAX_NORM, show_default=True,
+                     help="Largest record norm (L2 over all numbers of a face) the float-level guarantee covers; "
+                          "larger latents are refused. A larger value means a larger residual dither."),
         click.option("--seed", type=click.IntRange(0), default=None,
-                     help="Seeded numpy noise for reproducible experiments: NOT for release."),
+                     help="Seeded numpy noise for reproducible experiments: NOT private (the record keeps the seed, "
+                          "the ledger marks the face unbounded)."),
         click.option("--overwrite", is_flag=True, help="Replace existing outputs (never the input)."),
     ]
     for opt in reversed(opts):
@@ -234,7 +273,8 @@ def default_output(path: Path) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON on stdout.")
 def privatize(input_path: Path, epsilon: float, output: Path | None, render: Path | None, attrs, boundary_files,
               conditions, mechanism, delta, clip_radius, center, epsilon_split, noise_clip, space, layers, model,
-              weights, device, ledger_path, max_epsilon, force, seed, overwrite, as_json) -> None:
+              weights, device, ledger_path, max_epsilon, force, decorrelate, max_norm, seed, overwrite,
+              as_json) -> None:
     """Release INPUT (a latent .npy) with its attribute coordinates privatised.
 
     Each row of INPUT is one face (local DP). The record (.json beside the output) states the guarantee;
@@ -262,7 +302,8 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
                       epsilon=epsilon, attrs=attrs, boundary_files=boundary_files, conditions=conditions,
                       mechanism=mechanism, delta=delta, clip_radius=clip_radius, center=center,
                       epsilon_split=epsilon_split, noise_clip=noise_clip, space=space, layers=layers, model=model,
-                      weights=weights, ledger_path=ledger_path, max_epsilon=max_epsilon, force=force)
+                      weights=weights, ledger_path=ledger_path, max_epsilon=max_epsilon, force=force,
+                      decorrelate=decorrelate, max_norm=max_norm)
         return
     delta_v = validate_common(mechanism, delta, max_epsilon)
     center_v = parse_center(center)
@@ -276,8 +317,10 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     centers, center_mode = resolve_center(center_v, dirs, inp.space, G)
     noise = make_noise_source(seed)
     params = ReleaseParams(mechanism=mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius,
-                           epsilon_split=split, noise_clip=noise_clip, layers=layer_idx)
+                           epsilon_split=split, noise_clip=noise_clip, layers=layer_idx, max_norm=max_norm)
     calib = params.calibration(len(dirs), noise)  # validates the settings before any file is touched
+    covariance = resolve_covariance(decorrelate if mechanism != "seed" else False, weights or model, inp.space,
+                                    device=device, warn_fn=warn)
     if layer_idx is not None and inp.space != "wp":
         raise ConfigError("--layers applies only to W+ latents (--space wp)")
 
@@ -293,7 +336,8 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     if mechanism == "seed":
         warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
     if seed is not None:
-        warn(f"--seed {seed}: reproducible numpy noise, NOT for release")
+        warn(f"--seed {seed}: reproducible numpy noise: this release is NOT private (the record keeps the seed, "
+             "anyone can replay the noise); for research only, never publish it")
 
     ledger = Ledger(ledger_path)
 
@@ -309,7 +353,7 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
                             attributes=[b.attribute or b.name for b in bounds], max_epsilon=max_epsilon,
                             force=force, record_info=info,
                             ledger_info={"input_file": str(input_path), "output": str(output)},
-                            commit=commit, warn=warn)
+                            commit=commit, warn=warn, covariance=covariance)
     record = rel.record
 
     if render_paths:

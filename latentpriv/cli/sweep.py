@@ -20,6 +20,7 @@ from latentpriv.cli.privatize import (
     privacy_options,
     render_latents,
     resolve_center,
+    resolve_covariance,
     validate_common,
     warn,
 )
@@ -89,7 +90,7 @@ def compose_grid(images: list[list[np.ndarray]], row_labels: list[str], col_labe
 @privacy_options
 def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int | None, attrs, boundary_files,
           conditions, mechanism, delta, clip_radius, center, epsilon_split, noise_clip, space, layers, model,
-          weights, device, ledger_path, max_epsilon, force, seed, overwrite) -> None:
+          weights, device, ledger_path, max_epsilon, force, decorrelate, max_norm, seed, overwrite) -> None:
     """Render INPUT's privacy/utility grid: rows = epsilon, columns = independent releases.
 
     The first column is the original (so the picture itself is NOT a private release: it is for
@@ -116,6 +117,8 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
     dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
                                       model=model, space=inp.space, dim=inp.latent.shape[-1])
     centers, center_mode = resolve_center(center_v, dirs, inp.space, G)
+    covariance = resolve_covariance(decorrelate if mechanism != "seed" else False, weights or model, inp.space,
+                                    device=device, warn_fn=warn)
     noise = make_noise_source(seed)
     finite = [e for e in eps_list if math.isfinite(e)]
     calibs = {e: calibrate(mechanism, epsilon=e, delta=delta_v, clip_radius=clip_radius, k=len(dirs),
@@ -142,7 +145,8 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
             warn(f"--force: the input goes past --max-epsilon {max_epsilon:g}")
         for e in eps_list:
             if math.isinf(e):
-                lat = clamp_only(inp.latent, dirs, clip_radius=clip_radius, center=centers, layers=layer_idx)
+                lat = clamp_only(inp.latent, dirs, clip_radius=clip_radius, center=centers, layers=layer_idx,
+                                 covariance=covariance if decorrelate is not False else None)
                 rows.append(np.repeat(lat, samples, axis=0))
                 row_records.append({"epsilon": None, "label": "inf (no noise: clamp only, not private)"})
                 continue
@@ -151,7 +155,8 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
                 warnings.simplefilter("ignore")
                 res = privatize(batch, dirs, epsilon=e, delta=delta_v, mechanism=mechanism, clip_radius=clip_radius,
                                 center=centers, noise=noise, epsilon_split=split, layers=layer_idx,
-                                noise_clip=noise_clip, attributes=names)
+                                noise_clip=noise_clip, attributes=names, covariance=covariance,
+                                max_norm=max_norm)
             rows.append(res.latent)
             rec = res.record
             row_records.append({k: rec[k] for k in ("epsilon", "delta", "epsilon_per_direction", "noise",

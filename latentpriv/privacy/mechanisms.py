@@ -53,11 +53,18 @@ __all__ = [
     "PrivatizeResult",
     "SeedMechanismWarning",
     "calibrate",
+    "DEFAULT_DITHER_DELTA",
+    "DEFAULT_DITHER_EPSILON",
+    "DEFAULT_MAX_NORM",
+    "Dither",
+    "calibrate_dither",
     "clamp_only",
     "coordinates",
+    "orthonormalize",
     "prepare_directions",
     "privatize",
     "release_coordinates",
+    "split_basis",
 ]
 
 MECHANISMS = ("laplace", "gaussian", "rr", "seed")
@@ -65,8 +72,9 @@ RECORD_FORMAT = "latentpriv.privatize/1"
 
 SCOPE_TEXT = (
     "Attribute-level local DP in latent space: protects the coordinates of each latent along the chosen "
-    "directions; everything orthogonal to them is released unchanged. It does not hide identity, and an "
-    "attribute entangled with other directions can still leak through the residual."
+    "directions; the residual (the rest of the latent) is released with only an invisible float-level dither, "
+    "so it does not hide identity, and whatever the residual predicts about the attribute stays visible (see "
+    "residual_r2; the decorrelated split removes the linear part)."
 )
 SEED_REASON = (
     "the research notebook's step: the coordinate is never clamped (unbounded sensitivity, assumed 1), the "
@@ -111,6 +119,18 @@ class Calibration:
     noise_clip: float | None = None
     guarantee: str = "pure-dp"
     method: str | None = None     # gaussian: which (epsilon, delta) bound set sigma (GAUSSIAN_* above)
+    dither_epsilon: float = 0.0   # the residual dither's budget, added to the spend (0 for seed)
+    dither_delta: float = 0.0
+
+    @property
+    def spend_epsilon(self) -> float | None:
+        """Total epsilon one release charges (coordinates + residual dither); None: no guarantee."""
+        return None if self.guarantee == "none" else self.epsilon + self.dither_epsilon
+
+    @property
+    def spend_delta(self) -> float:
+        """Total delta one release charges (coordinates + residual dither)."""
+        return (self.delta if self.guarantee in ("approx-dp", "none") else 0.0) + self.dither_delta
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -122,6 +142,8 @@ class Calibration:
             "sensitivity": self.sensitivity,
             "sensitivity_kind": "l2" if self.mechanism == "gaussian" else "per-coordinate",
             "grid_slack": self.grid_slack,
+            "dither_epsilon": self.dither_epsilon,
+            "dither_delta": self.dither_delta,
         }
         if self.mechanism == "laplace":
             d["noise"] = {"distribution": "discrete Laplace", "scale_per_direction": list(self.scales)}
@@ -148,7 +170,8 @@ def _check_mechanism(mechanism: object) -> str:
 
 def calibrate(mechanism: str, *, epsilon: float, delta: float = 0.0, clip_radius: float = 3.0, k: int = 1,
               epsilon_split: Sequence[float] | None = None, noise_clip: float = 1.0,
-              grid_slack: float = 0.0) -> Calibration:
+              grid_slack: float = 0.0, dither_epsilon: float | None = None,
+              dither_delta: float | None = None) -> Calibration:
     """Validate the privacy parameters and compute the noise scale.
 
     Args:
@@ -161,6 +184,8 @@ def calibrate(mechanism: str, *, epsilon: float, delta: float = 0.0, clip_radius
             (laplace/rr/seed; basic composition); default equal shares.
         noise_clip: C > 0, the ``seed`` mechanism's norm bound on the shift (notebook default 1).
         grid_slack: added to each coordinate's sensitivity for the noise grid's rounding.
+        dither_epsilon, dither_delta: the residual dither's budget (default :data:`DEFAULT_DITHER_EPSILON`,
+            :data:`DEFAULT_DITHER_DELTA`; the ``seed`` mechanism has no dither), part of every release's spend.
 
     Raises:
         TypeError: a parameter is not a number / string.
@@ -175,6 +200,14 @@ def calibrate(mechanism: str, *, epsilon: float, delta: float = 0.0, clip_radius
     clip_radius = check_number("clip_radius", clip_radius, low=0.0)
     noise_clip = check_number("noise_clip", noise_clip, low=0.0)
     grid_slack = check_number("grid_slack", grid_slack, low=0.0, low_open=False)
+    if mechanism == "seed":
+        d_eps, d_delta = 0.0, 0.0
+    else:
+        d_eps = check_number("dither_epsilon", DEFAULT_DITHER_EPSILON if dither_epsilon is None else dither_epsilon,
+                             low=0.0)
+        d_delta = check_number("dither_delta", DEFAULT_DITHER_DELTA if dither_delta is None else dither_delta,
+                               low=0.0, high=1.0)
+    dither = {"dither_epsilon": d_eps, "dither_delta": d_delta}
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"need at least one direction, got k = {k!r}")
     k = int(k)
@@ -201,10 +234,10 @@ def calibrate(mechanism: str, *, epsilon: float, delta: float = 0.0, clip_radius
         sens = 2.0 * clip_radius
         scales = tuple((sens + grid_slack) / e for e in epsilons)
         return Calibration(mechanism, epsilon, 0.0, clip_radius, k, epsilons, sens, grid_slack, scales=scales,
-                           guarantee="pure-dp")
+                           guarantee="pure-dp", **dither)
     if mechanism == "rr":
         return Calibration(mechanism, epsilon, 0.0, clip_radius, k, epsilons, 2.0 * clip_radius, grid_slack,
-                           guarantee="label-dp")
+                           guarantee="label-dp", **dither)
     if mechanism == "gaussian":
         sens = 2.0 * clip_radius * math.sqrt(k)
         sens_grid = sens + grid_slack * math.sqrt(k)  # L2 distance of neighbours after rounding to the grid
@@ -220,7 +253,7 @@ def calibrate(mechanism: str, *, epsilon: float, delta: float = 0.0, clip_radius
             sigma = zcdp_gaussian_sigma(epsilon, delta, sens_grid)
             method = GAUSSIAN_DISCRETE_ZCDP
         return Calibration(mechanism, epsilon, delta, clip_radius, k, (epsilon,), sens, grid_slack, sigma=sigma,
-                           rho=gaussian_rho(sigma, sens_grid), guarantee="approx-dp", method=method)
+                           rho=gaussian_rho(sigma, sens_grid), guarantee="approx-dp", method=method, **dither)
     # seed: the notebook's calibration, per direction, sensitivity assumed 1
     sigmas = tuple(classic_gaussian_sigma(e, delta, 1.0) for e in epsilons)
     return Calibration(mechanism, epsilon, delta, clip_radius, k, epsilons, 1.0, grid_slack, scales=sigmas,
@@ -264,33 +297,67 @@ def release_coordinates(a: np.ndarray, calib: Calibration, centers: np.ndarray, 
 # ------------------------------------------------------------------------------------- directions
 
 
-def prepare_directions(directions: Any, *, dim: int | None = None, tol: float = 1e-3) -> np.ndarray:
-    """Return the directions as an orthonormal float64 ``[k, D]`` array.
+def orthonormalize(directions: Any, *, dim: int | None = None, tol: float = 1e-3) -> np.ndarray:
+    """Return the directions as exactly orthonormal float64 rows ``[k, D]``, always re-orthonormalised.
 
-    ``directions`` is either a 2-D array ``[k, D]`` of unit, mutually orthogonal rows (already
-    conditioned and orthogonalised; checked to ``1e-5``) or a list of boundary arrays (each ``(1, D)``
-    or ``(D,)``), which are verified and orthogonalised by Gram-Schmidt in the order given.
-    Each row must be finite with norm within ``tol`` of 1 (then renormalised).
+    ``directions`` is a 2-D array ``[k, D]`` or a list of boundary arrays (each ``(1, D)`` or ``(D,)``).
+    Each row must be finite with norm within ``tol`` of 1 (a boundary file that is not a unit normal is an
+    error). The rows are then Gram-Schmidt-orthonormalised in the order given, in float64, twice ("twice is
+    enough": the second pass removes what rounding left of the first), whatever their input precision.
+    Rows are never *accepted* as orthonormal by tolerance: rows orthogonal only to ~1e-5 would shift the
+    latent along non-orthogonal axes and leak the coordinate into the residual.
     """
     from latentpriv.boundaries import gram_schmidt, verify_direction
 
     if isinstance(directions, (list, tuple)):
         if not directions:
             raise InputError("directions: empty list; give at least one boundary")
-        rows = [verify_direction(d, name=f"directions[{i}]", dim=dim, tol=tol) for i, d in enumerate(directions)]
-        return gram_schmidt(np.stack(rows))
-    arr = _to_numpy(directions, "directions")
-    if arr.ndim == 1:
-        arr = arr[None]
-    if arr.ndim != 2:
-        raise InputError(f"directions: expected an array (k, D) or a list of boundaries, got shape {arr.shape}")
-    rows = np.stack([verify_direction(r, name=f"directions[{i}]", dim=dim, tol=tol) for i, r in enumerate(arr)])
-    gram = rows @ rows.T
-    off = np.abs(gram - np.eye(len(rows))).max()
-    if off > 1e-5:
-        raise InputError(f"directions: rows are not mutually orthogonal (max |cos| {off:.3g}); pass a list of "
-                         "boundaries to orthogonalise them in order, or use latentpriv.boundaries.gram_schmidt")
-    return rows
+        rows = np.stack([verify_direction(d, name=f"directions[{i}]", dim=dim, tol=tol)
+                         for i, d in enumerate(directions)])
+    else:
+        arr = _to_numpy(directions, "directions")
+        if arr.ndim == 1:
+            arr = arr[None]
+        if arr.ndim != 2:
+            raise InputError(f"directions: expected an array (k, D) or a list of boundaries, got shape {arr.shape}")
+        rows = np.stack([verify_direction(r, name=f"directions[{i}]", dim=dim, tol=tol) for i, r in enumerate(arr)])
+    return gram_schmidt(gram_schmidt(rows))
+
+
+#: Kept for callers of 0.1: the same as :func:`orthonormalize` (which no longer accepts rows by tolerance).
+prepare_directions = orthonormalize
+
+
+def split_basis(directions: np.ndarray, covariance: Any = None) -> np.ndarray:
+    """The basis ``U [k, D]`` of the split ``w = a U + r`` with ``a = w N^T`` and ``r N^T = 0``.
+
+    Args:
+        directions: ``N``, orthonormal float64 rows ``[k, D]`` (see :func:`orthonormalize`).
+        covariance: None for InterFaceGAN's orthogonal split (``U = N``: the residual is the part of ``w``
+            orthogonal to the directions); or the latent covariance ``Sigma [D, D]`` (an array, or an object
+            with a ``cov`` attribute such as :class:`latentpriv.covariance.LatentCovariance`) for the
+            oblique split ``U = (N Sigma N^T)^-1 N Sigma`` (k = 1: ``u = Sigma n / (n^T Sigma n)``), under
+            which ``Cov(r, a) = (I - U^T N) Sigma N^T = 0``: the residual carries no linear information on
+            the coordinates.
+
+    Returns:
+        float64 ``[k, D]`` with ``U N^T = I_k``.
+    """
+    n = np.asarray(directions, dtype=np.float64)
+    if covariance is None:
+        return n.copy()
+    sigma = np.asarray(getattr(covariance, "cov", covariance), dtype=np.float64)
+    k, dim = n.shape
+    if sigma.shape != (dim, dim):
+        raise InputError(f"covariance has shape {sigma.shape}, expected ({dim}, {dim}) for {dim}-d directions")
+    if not np.isfinite(sigma).all():
+        raise InputError("covariance contains NaN/inf values; re-estimate it (latentpriv boundary covariance)")
+    ns = n @ sigma                      # [k, D]
+    gram = ns @ n.T                     # [k, k], N Sigma N^T
+    if np.linalg.eigvalsh((gram + gram.T) / 2).min() <= 1e-12 * max(1.0, float(np.trace(gram))):
+        raise InputError("covariance is singular along the directions (n^T Sigma n = 0); the oblique split "
+                         "is undefined; use the orthogonal split (--no-decorrelate)")
+    return np.linalg.solve(gram, ns)
 
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
@@ -308,18 +375,33 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- latents
 
+#: Unit roundoff of float32, the coarsest input precision whose rounding the float-level relation covers.
+FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
+#: Default bound M on a record's L2 (Frobenius, over all W+ layers) norm: StyleGAN W rows have norm ~20-40,
+#: W+ records ~100-170, dcgan64 Z ~10. Larger records are outside the release's domain (refused).
+DEFAULT_MAX_NORM = 512.0
+#: The residual dither's budget, added to every release by basic composition.
+DEFAULT_DITHER_EPSILON = 0.01
+DEFAULT_DITHER_DELTA = 1e-10
+#: The dither's grid 2^-30: fine enough that rounding a D*L-vector to it adds sqrt(D L) 2^-30 << tau.
+DITHER_GRID_K = -30
+
 
 @dataclass
 class _Frame:
     x: np.ndarray            # float64 [N, L, D]
-    layers: np.ndarray       # edited layer indices
-    squeeze: str             # "none" | "row" | "wp-single"
+    squeeze: str             # "none" | "row" | "wp"
     dtype: np.dtype
 
 
-def _frame(w: np.ndarray, dim: int, layers: Sequence[int] | None) -> _Frame:
+def _frame(w: np.ndarray, dim: int, layers: Sequence[int] | None, *, release: bool = False) -> _Frame:
     if not (np.issubdtype(w.dtype, np.floating)):
         raise TypeError(f"w must be a floating-point array, got dtype {w.dtype}")
+    if release and np.finfo(w.dtype).eps > np.finfo(np.float32).eps:
+        raise InputError(f"w is {w.dtype}: its rounding (relative {np.finfo(w.dtype).eps / 2:.2g}) carries how the "
+                         "coordinate was encoded and is not covered by the float-level guarantee (float32/float64 "
+                         "inputs only); save the latent as float32 from its source (converting this file keeps the "
+                         f"{w.dtype} rounding), or pass a larger max_norm only if you know why")
     if not np.isfinite(w).all():
         raise InputError(f"w contains {int((~np.isfinite(w)).sum())} NaN/inf value(s)")
     if w.ndim == 1:
@@ -331,34 +413,35 @@ def _frame(w: np.ndarray, dim: int, layers: Sequence[int] | None) -> _Frame:
     else:
         raise InputError(f"w has shape {w.shape}; expected (D,), (N, D) or W+ (N, L, D)")
     if x.shape[-1] != dim:
-        raise InputError(f"latent dimension {x.shape[-1]} does not match the directions' dimension {dim} "
-                         "(a boundary for another space or model?)")
+        raise InputError(f"latent dimension {x.shape[-1]} (shape {tuple(w.shape)}) does not match the directions' "
+                         f"dimension {dim}: a latent of another model or space, or a boundary for another one")
     if x.shape[0] == 0:
         raise InputError("w holds no rows")
     L = x.shape[1]
-    if layers is None:
-        idx = np.arange(L)
-    else:
+    if layers is not None:
         if w.ndim != 3:
             raise ConfigError("layers applies only to W+ latents (N, L, D)")
-        idx = np.asarray(sorted(set(int(i) for i in layers)), dtype=np.int64)
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= L:
+        idx = sorted(set(int(i) for i in layers))
+        if not idx or idx[0] < 0 or idx[-1] >= L:
             raise ConfigError(f"layers {list(layers)} must be non-empty indices in [0, {L})")
-    return _Frame(x.astype(np.float64), idx, squeeze, w.dtype)
+        if idx != list(range(L)):
+            # a layer left out would publish its coordinate along the direction exactly
+            raise ConfigError(f"layers {idx}: a W+ release protects every layer's coordinate (the layers left out "
+                              f"would publish theirs exactly); drop --layers (all {L} layers are released)")
+    return _Frame(x.astype(np.float64), squeeze, w.dtype)
 
 
 def _coords(frame: _Frame, dirs: np.ndarray) -> np.ndarray:
-    return (frame.x[:, frame.layers, :] @ dirs.T).mean(axis=1)  # [N, k]
+    """``[N, k]``: the coordinates, averaged over W+ layers (each layer is then set to the released value)."""
+    return (frame.x @ dirs.T).mean(axis=1)
 
 
-def _recompose(frame: _Frame, dirs: np.ndarray, a: np.ndarray, atilde: np.ndarray) -> np.ndarray:
-    out = frame.x.copy()
-    out[:, frame.layers, :] += ((atilde - a) @ dirs)[:, None, :]
+def _unframe(frame: _Frame, out: np.ndarray) -> np.ndarray:
     if frame.squeeze == "row":
         out = out[0, 0]
     elif frame.squeeze == "none":
         out = out[:, 0]
-    return out.astype(frame.dtype)
+    return out
 
 
 def _centers(center: Any, k: int) -> np.ndarray:
@@ -375,24 +458,31 @@ def _centers(center: Any, k: int) -> np.ndarray:
 
 
 def coordinates(w: Any, directions: Any, *, layers: Sequence[int] | None = None) -> np.ndarray:
-    """Attribute coordinates ``<w, n_i>`` ``[N, k]`` (W+: mean over ``layers``)."""
-    dirs = prepare_directions(directions)
-    return _coords(_frame(_to_numpy(w, "w"), dirs.shape[1], layers), dirs)
+    """Attribute coordinates ``<w, n_i>`` ``[N, k]`` (W+: mean over all layers, or over ``layers``)."""
+    dirs = orthonormalize(directions)
+    arr = _to_numpy(w, "w")
+    frame = _frame(arr, dirs.shape[1], None)
+    x = frame.x if layers is None else frame.x[:, sorted(set(int(i) for i in layers)), :]
+    return (x @ dirs.T).mean(axis=1)
 
 
 def clamp_only(w: Any, directions: Any, *, clip_radius: float = 3.0, center: Any = 0.0,
-               layers: Sequence[int] | None = None) -> np.ndarray:
-    """The epsilon = inf end of a sweep: clamp the coordinates to ``[c - B, c + B]``, add no noise.
+               layers: Sequence[int] | None = None, covariance: Any = None) -> np.ndarray:
+    """The epsilon = inf end of a sweep: every layer's coordinate set to the clamped mean, no noise.
 
-    Not private (deterministic); used for the "no noise" row of ``latentpriv sweep``.
+    Not private (deterministic, residual not dithered); used for the "no noise" row of ``latentpriv sweep``.
+    Output float32.
     """
-    dirs = prepare_directions(directions)
+    dirs = orthonormalize(directions)
     arr = _to_numpy(w, "w")
     frame = _frame(arr, dirs.shape[1], layers)
     B = check_number("clip_radius", clip_radius, low=0.0)
     c = _centers(center, len(dirs))
+    u = split_basis(dirs, covariance)
     a = _coords(frame, dirs)
-    return _from_numpy(_recompose(frame, dirs, a, np.clip(a, c - B, c + B)), w)
+    resid = frame.x - (frame.x @ dirs.T) @ u
+    out = resid + (np.clip(a, c - B, c + B) @ u)[:, None, :]
+    return _from_numpy(_unframe(frame, out).astype(np.float32), w)
 
 
 def _from_numpy(out: np.ndarray, like: Any) -> Any:
@@ -403,12 +493,86 @@ def _from_numpy(out: np.ndarray, like: Any) -> Any:
     return torch.from_numpy(out).to(like.device)
 
 
+# ------------------------------------------------------------------------------------- the residual dither
+
+
+@dataclass(frozen=True)
+class Dither:
+    """How the residual is released: ``r + z`` with ``z`` discrete Gaussian (grid ``2^grid_k``), then projected
+    back onto the directions' orthogonal complement.
+
+    ``tau``: the float-level neighbouring tolerance (L2 over the record) that covers float32 rounding of
+    records with norm <= ``max_norm``; ``sensitivity``: ``tau`` plus the float64 computation error and the
+    grid rounding; ``sigma``: the discrete Gaussian's scale, set so the dither is
+    ``(epsilon, delta)``-DP for that sensitivity (zCDP ``rho``, converted by CKS20 Cor 13).
+    """
+
+    epsilon: float
+    delta: float
+    max_norm: float
+    op_norm: float
+    dims: int
+    tau: float
+    sensitivity: float
+    sigma: float
+    rho: float
+    grid_k: int = DITHER_GRID_K
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"distribution": "discrete Gaussian on the residual, projected orthogonal to the directions",
+                "epsilon": self.epsilon, "delta": self.delta, "rho_zcdp": self.rho, "sigma": self.sigma,
+                "grid": f"2^{self.grid_k}", "tau": self.tau, "sensitivity_l2": self.sensitivity,
+                "max_norm": self.max_norm, "residual_operator_norm": self.op_norm, "dims": self.dims,
+                "calibration": GAUSSIAN_DISCRETE_ZCDP}
+
+
+def calibrate_dither(*, dims: int, op_norm: float = 1.0, max_norm: float = DEFAULT_MAX_NORM,
+                     epsilon: float = DEFAULT_DITHER_EPSILON, delta: float = DEFAULT_DITHER_DELTA) -> Dither:
+    """Calibrate the residual dither for a record of ``dims`` numbers (``L * D``).
+
+    The float-level neighbouring relation (docs/PRIVACY.md, "The float-level relation"): two records of
+    norm <= ``max_norm`` are neighbours when their exact residuals ``R(x) = x - (x N^T) U`` differ by at
+    most ``tau`` in L2. Any two float32 (or float64) encodings of one face with different coordinates are
+    such neighbours for ``tau = 2 u M ||U||_2 / (1 - u)`` (u = 2^-24): rounding moves a record by at most
+    ``u`` times its norm, and ``R`` has operator norm ``||U||_2`` (1 for the orthogonal split).
+
+    Args:
+        dims: numbers per record (``L * D``).
+        op_norm: ``||U||_2``, the residual map's operator norm (>= 1).
+        decorrelate: with ``covariance`` given: True (default) for the oblique split, False for the
+            orthogonal one (the record still reports the held-out R^2 under ``covariance``).
+        max_norm: M, the largest accepted record norm.
+        epsilon, delta: the dither's own budget (> 0; delta in (0, 1)).
+    """
+    epsilon = check_number("dither_epsilon", epsilon, low=0.0)
+    delta = check_number("dither_delta", delta, low=0.0, high=1.0)
+    max_norm = check_number("max_norm", max_norm, low=0.0)
+    u = FLOAT32_UNIT_ROUNDOFF
+    tau = 2.0 * u * max_norm * op_norm / (1.0 - u)
+    # float64 evaluation of R(x) (a dot product and an axpy per number, D <= 2^13) errs by far less than
+    # 2^-40 M ||U|| per record; rounding a dims-vector to the grid moves it by <= sqrt(dims) 2^grid_k.
+    slack = 2.0 * 2.0 ** -40 * max_norm * (1.0 + op_norm) + math.sqrt(dims) * 2.0 ** DITHER_GRID_K
+    sens = tau + slack
+    sigma = zcdp_gaussian_sigma(epsilon, delta, sens)
+    return Dither(epsilon, delta, max_norm, float(op_norm), int(dims), tau, sens, sigma, gaussian_rho(sigma, sens))
+
+
+def _dither_residual(resid: np.ndarray, dirs: np.ndarray, dither: Dither, noise: NoiseSource) -> np.ndarray:
+    """``resid`` float64 ``[N, L, D]`` -> released residual, each record drawn separately, orthogonal to ``dirs``."""
+    out = np.empty_like(resid)
+    for i in range(resid.shape[0]):
+        noisy = noise.gaussian(resid[i].reshape(-1), dither.sigma, grid_k=dither.grid_k).reshape(resid[i].shape)
+        # post-processing: back onto the residual subspace, so the directions carry only the released values
+        out[i] = noisy - (noisy @ dirs.T) @ dirs
+    return out
+
+
 # ------------------------------------------------------------------------------------- privatize
 
 
 @dataclass(frozen=True)
 class PrivatizeResult:
-    """``latent``: the released latent (same shape, dtype and array type as the input).
+    """``latent``: the released latent (float32, the input's shape and array type).
     ``record``: JSON-serialisable description of the release (never the true coordinate or the noise)."""
 
     latent: Any
@@ -430,53 +594,103 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _residual_r2(covariance: Any, dirs: np.ndarray, u: np.ndarray) -> dict[str, Any]:
+    if covariance is None or not hasattr(covariance, "heldout_cov"):
+        return {"values": None, "reason": "no latent covariance of the model was given (estimate one with "
+                                          "`latentpriv boundary covariance --model M`)"}
+    from latentpriv.covariance import residual_r2
+
+    return {"values": [float(v) for v in residual_r2(covariance, dirs, u)],
+            "heldout_samples": int(getattr(covariance, "heldout_num", 0)),
+            "model": getattr(covariance, "model", None)}
+
+
 def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, mechanism: str = "laplace",
               clip_radius: float = 3.0, center: Any = 0.0, seed: int | np.random.Generator | None = None,
               epsilon_split: Sequence[float] | None = None, layers: Sequence[int] | None = None,
               noise_clip: float = 1.0, noise: NoiseSource | None = None,
-              attributes: Sequence[str] | None = None) -> PrivatizeResult:
-    """Release ``w`` with its attribute coordinates privatised (local DP per row).
+              attributes: Sequence[str] | None = None, covariance: Any = None,
+              max_norm: float = DEFAULT_MAX_NORM, dither_epsilon: float | None = None,
+              dither_delta: float | None = None, decorrelate: bool = True) -> PrivatizeResult:
+    """Release ``w`` with its attribute coordinates privatised (local DP per row, for the released file).
+
+    The released latent is rebuilt from released quantities only: ``w' = P(r + z) + atilde U`` where
+    ``a = w N^T`` are the coordinates (W+: mean over layers), ``atilde`` their private release (clamp to
+    ``[c - B, c + B]``, noise, clip), ``r = w - a U`` the residual of the split (``U = N``, or the oblique
+    ``U`` of :func:`split_basis` when ``covariance`` is given), ``z`` a discrete Gaussian dither whose sigma
+    covers float32 rounding of the input (:func:`calibrate_dither`) and ``P`` the projection orthogonal to
+    the directions. So the output's bytes depend on the input only through ``atilde`` and the dithered
+    residual, never on how the input's floats encoded the coordinate, and every W+ layer's coordinate is the
+    private value. The output is float32 whatever the input's dtype.
+
+    Guarantee (docs/PRIVACY.md): for two records of norm <= ``max_norm`` whose residuals differ by at most
+    ``tau`` (which covers any float32/float64 encodings of one face with different coordinates), the outputs
+    are ``(epsilon + dither_epsilon, delta + dither_delta)``-indistinguishable (laplace/gaussian; rr: for the
+    label). The ``seed`` mechanism reproduces the research notebook (``w + eta n``, no dither, no guarantee).
 
     Args:
-        w: latent(s), float array: W/Z ``(D,)`` or ``(N, D)``; W+ ``(N, L, D)``. Each row is one record.
-        directions: ``[k, D]`` orthonormal rows, or a list of boundary arrays (verified, then
-            Gram-Schmidt-orthogonalised in order). ``D`` must match the latent.
-        epsilon: total budget > 0 per row, split over the k directions (laplace/rr/seed).
+        w: latent(s), float32 or float64: W/Z ``(D,)`` or ``(N, D)``; W+ ``(N, L, D)``. Each row is one
+            record. float16 is refused (its rounding is not covered).
+        directions: ``[k, D]`` rows or a list of boundary arrays; always re-orthonormalised in float64 in the
+            order given (:func:`orthonormalize`). ``D`` must match the latent.
+        epsilon: the coordinates' budget > 0 per row, split over the k directions (laplace/rr/seed).
         delta: 0 for laplace/rr; in (0, 1) for gaussian and seed.
-        mechanism: ``"laplace"`` (default, pure epsilon-DP), ``"gaussian"`` ((epsilon, delta)-DP,
-            analytic calibration), ``"rr"`` (epsilon-DP for the side of the hyperplane only; the
+        mechanism: ``"laplace"`` (default), ``"gaussian"``, ``"rr"`` (the side of each hyperplane only; the
             distance to it is released exactly), ``"seed"`` (research notebook's step; no guarantee;
             emits :class:`SeedMechanismWarning`).
-        clip_radius: B > 0; coordinates are clamped to ``[c - B, c + B]`` and released values clipped
-            to it. Sensitivity ``2B`` per coordinate (``2B sqrt(k)`` in L2).
-        center: c, a number or ``k`` numbers (default 0: InterFaceGAN's hyperplanes pass through the
-            origin; ``<w_avg, n_i>`` is a common choice).
-        seed: None (default) -> OpenDP's secure samplers; an int or numpy Generator -> reproducible
-            numpy noise, recorded as ``"for_release": false``.
+        clip_radius: B > 0; coordinates are clamped to ``[c - B, c + B]`` and released values clipped to it.
+        center: c, a number or ``k`` numbers (default 0: InterFaceGAN's hyperplanes pass through the origin).
+        seed: None (default) -> OpenDP's secure samplers; an int or numpy Generator -> reproducible numpy
+            noise: NOT private (anyone with the seed replays the noise); the record says
+            ``"for_release": false`` and keeps the seed.
         epsilon_split: optional positive weights splitting epsilon over the directions.
-        layers: W+ only: the edited layers (default all); the coordinate is their mean and each edited
-            layer is shifted by the same amount.
+        layers: W+ only; must be all layers (or None): a subset is refused, since the others would publish
+            their coordinates exactly.
         noise_clip: the ``seed`` mechanism's C (norm bound of the shift, default 1).
         noise: an explicit :class:`~latentpriv.privacy.noise.NoiseSource` (exclusive with ``seed``).
         attributes: optional names of the directions, for the record.
+        covariance: the model's latent covariance (``[D, D]`` array or a
+            :class:`~latentpriv.covariance.LatentCovariance`): oblique, decorrelated split. With a
+            ``LatentCovariance`` the record reports the held-out R^2 of each coordinate from the residual.
+        decorrelate: with ``covariance`` given: True (default) for the oblique split, False for the
+            orthogonal one (the record still reports the held-out R^2 under ``covariance``).
+        max_norm: M, the largest accepted record norm (L2 over all numbers of the record); larger records
+            are refused. The dither's sigma grows with M.
+        dither_epsilon, dither_delta: the residual dither's budget, added to the spend.
 
     Returns:
-        :class:`PrivatizeResult`. ``<latent_row, n_i> = atilde_i`` in ``[c_i - B, c_i + B]`` (except
-        ``seed``); the component orthogonal to the directions is unchanged (up to the dtype's rounding).
+        :class:`PrivatizeResult`; ``record["spend"]`` is the total charged per row.
     """
     mechanism = _check_mechanism(mechanism)
     if seed is not None and noise is not None:
         raise ConfigError("give either seed or noise, not both")
     arr = _to_numpy(w, "w")
-    dirs = prepare_directions(directions)
+    dirs = orthonormalize(directions)
     k, dim = dirs.shape
-    frame = _frame(arr, dim, layers)
+    frame = _frame(arr, dim, layers, release=mechanism != "seed")
     source = noise if noise is not None else make_noise_source(seed)
     calib = calibrate(mechanism, epsilon=epsilon, delta=delta, clip_radius=clip_radius, k=k,
-                      epsilon_split=epsilon_split, noise_clip=noise_clip, grid_slack=source.grid_slack())
+                      epsilon_split=epsilon_split, noise_clip=noise_clip, grid_slack=source.grid_slack(),
+                      dither_epsilon=dither_epsilon, dither_delta=dither_delta)
     c = _centers(center, k)
     if attributes is not None and len(attributes) != k:
         raise ConfigError(f"{len(attributes)} attribute name(s) for {k} direction(s)")
+    oblique = covariance is not None and bool(decorrelate)
+    if mechanism == "seed" and oblique:
+        raise ConfigError("the seed mechanism reproduces the research notebook's orthogonal step; drop covariance "
+                          "(or decorrelate=False)")
+    u = split_basis(dirs, covariance if oblique else None)
+    n_rows, n_layers, _ = frame.x.shape
+    dither = None
+    if mechanism != "seed":
+        dither = calibrate_dither(dims=n_layers * dim, op_norm=float(np.linalg.norm(u, 2)), max_norm=max_norm,
+                                  epsilon=calib.dither_epsilon, delta=calib.dither_delta)
+        norms = np.sqrt((frame.x ** 2).sum(axis=(1, 2)))
+        if (norms > dither.max_norm).any():
+            bad = int(np.argmax(norms))
+            raise InputError(f"row {bad} of w has norm {norms[bad]:.6g} > max_norm {dither.max_norm:g}, the largest "
+                             "record the float-level guarantee covers; pass a larger max_norm (--max-norm: a "
+                             "larger residual dither) or check the latent")
 
     warn: list[str] = []
     if mechanism == "seed":
@@ -484,50 +698,75 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
         warnings.warn(msg, SeedMechanismWarning, stacklevel=2)
         warn.append(msg)
     if not source.for_release:
-        warn.append("seeded numpy noise: reproducible, NOT for release (floating-point noise is attackable)")
+        warn.append("seeded noise: reproducible and NOT private (anyone with the seed replays the noise); for "
+                    "research only, never for release")
 
     a = _coords(frame, dirs)
     atilde = release_coordinates(a, calib, c, source)
-    out = _recompose(frame, dirs, a, atilde)
-    del a, atilde  # never leaves this function
+    if mechanism == "seed":
+        # the notebook's step exactly: w + (atilde - a) n on every layer, no clamp, no dither
+        out = frame.x + ((atilde - a) @ dirs)[:, None, :]
+    else:
+        resid = frame.x - (frame.x @ dirs.T) @ u          # [N, L, D], r N^T = 0
+        out = _dither_residual(resid, dirs, dither, source) + (atilde @ u)[:, None, :]
+        del resid
+    # the seed mechanism keeps the input's dtype (it reproduces the notebook bit for bit, with no guarantee to keep)
+    out = _unframe(frame, out).astype(frame.dtype if mechanism == "seed" else np.float32)
+    del a, atilde  # never leave this function
 
     if calib.guarantee == "none":
         guarantee = {"type": "none", "epsilon": None, "delta": None, "reason": SEED_REASON}
+        spend = {"epsilon": None, "delta": calib.spend_delta, "rho": None}
     else:
-        text = {
-            "pure-dp": f"({calib.epsilon:g})-differential privacy per row (pure DP)",
-            "approx-dp": f"({calib.epsilon:g}, {calib.delta:g})-differential privacy per row",
+        eps_total, delta_total = calib.spend_epsilon, calib.spend_delta
+        coord = {
+            "pure-dp": f"({calib.epsilon:g})-DP (pure)",
+            "approx-dp": f"({calib.epsilon:g}, {calib.delta:g})-DP",
             "label-dp": f"({calib.epsilon:g})-DP for the side of each hyperplane (the label) only; the distance "
                         "|clip(a) - c| to the hyperplane is released exactly",
         }[calib.guarantee]
-        guarantee = {"type": calib.guarantee, "epsilon": calib.epsilon,
-                     "delta": calib.delta if calib.guarantee == "approx-dp" else 0.0, "statement": text}
-    guarantee["neighbouring_relation"] = (
-        "two latents whose coordinates along the directions differ and whose residual is equal"
-        if mechanism != "rr" else
-        "two latents on opposite sides of each hyperplane at equal distance, with equal residual")
+        text = (f"({eps_total:g}, {delta_total:g})-differential privacy per row for the released file: the "
+                f"coordinates {coord}, the residual dither ({dither.epsilon:g}, {dither.delta:g})-DP, by basic "
+                "composition")
+        guarantee = {"type": "label-dp" if calib.guarantee == "label-dp" else "approx-dp",
+                     "epsilon": eps_total, "delta": delta_total, "statement": text,
+                     "coordinates": {"type": calib.guarantee, "epsilon": calib.epsilon,
+                                     "delta": calib.delta if calib.guarantee == "approx-dp" else 0.0}}
+        rho = None if calib.rho is None else calib.rho + dither.rho
+        spend = {"epsilon": eps_total, "delta": delta_total, "rho": rho, "dither_rho": dither.rho}
+    if mechanism != "rr":
+        guarantee["neighbouring_relation"] = (
+            "two records (float32 or float64, norm <= max_norm) whose coordinates along the directions may differ "
+            "arbitrarily (in every W+ layer) and whose residuals (w - a U) differ by at most tau in L2; tau covers "
+            "any float32/float64 encodings of one face with different coordinates")
+    else:
+        guarantee["neighbouring_relation"] = (
+            "two records on opposite sides of each hyperplane at equal clamped distance, whose residuals differ by "
+            "at most tau in L2 (float32/float64, norm <= max_norm)")
     guarantee["scope"] = SCOPE_TEXT
-    if mechanism in ("laplace", "gaussian", "rr"):
-        guarantee["caveat"] = ("the proof covers the released coordinates on the noise grid; writing them into a "
-                               f"{np.dtype(frame.dtype).name} latent adds rounding at the last-bit level")
 
     record: dict[str, Any] = {
         "format": RECORD_FORMAT,
         **calib.as_dict(),
         "guarantee": guarantee,
+        "spend": spend,
         "centers": c.tolist(),
         "post_processing": None if mechanism == "seed" else "released values clipped to [c - B, c + B]",
+        "split": "oblique" if oblique else "orthogonal",
+        "residual_release": None if dither is None else dither.as_dict(),
+        "residual_r2": _residual_r2(covariance, dirs, u),
         "directions": {
             "count": k,
             "dim": dim,
             "attributes": list(attributes) if attributes is not None else None,
             "sha256_float64": _sha256_rows(dirs),
         },
-        "latent": {"shape": list(arr.shape), "dtype": str(np.dtype(frame.dtype)), "rows": int(frame.x.shape[0]),
-                   "edited_layers": frame.layers.tolist() if arr.ndim == 3 else None},
+        "latent": {"shape": list(arr.shape), "input_dtype": str(np.dtype(frame.dtype)), "dtype": "float32",
+                   "rows": int(n_rows), "layers": int(n_layers) if arr.ndim == 3 else None},
         "sampler": source.describe(),
         "reproducible": bool(source.reproducible),
         "for_release": bool(source.for_release) and mechanism != "seed",
+        "seed": source.describe().get("seed"),
         "versions": _versions(),
         "warnings": warn,
     }

@@ -44,8 +44,9 @@ class NoiseSource(Protocol):
     def laplace(self, values: np.ndarray, scale: float) -> np.ndarray:
         """``values`` (rounded to the grid) plus i.i.d. discrete Laplace(scale) noise on the grid."""
 
-    def gaussian(self, values: np.ndarray, sigma: float) -> np.ndarray:
-        """``values`` (rounded to the grid) plus i.i.d. discrete Gaussian(sigma) noise on the grid."""
+    def gaussian(self, values: np.ndarray, sigma: float, grid_k: int | None = None) -> np.ndarray:
+        """``values`` (rounded to the grid) plus i.i.d. discrete Gaussian(sigma) noise on the grid
+        (``2^grid_k``; default the source's own ``grid_k``)."""
 
     def normal(self, sigma: float, size: int) -> np.ndarray:
         """``size`` draws of zero-mean noise with standard deviation ``sigma`` (``seed`` mechanism only)."""
@@ -107,11 +108,12 @@ class OpenDPNoise:
         meas = self._dp.m.make_laplace(*self._vector_space(arr.size, "l1"), scale=float(scale), k=self.grid_k)
         return np.asarray(meas(arr.tolist()), dtype=np.float64)
 
-    def gaussian(self, values, sigma: float) -> np.ndarray:
+    def gaussian(self, values, sigma: float, grid_k: int | None = None) -> np.ndarray:
         arr = _as_1d(values)
         if arr.size == 0:
             return arr
-        meas = self._dp.m.make_gaussian(*self._vector_space(arr.size, "l2"), scale=float(sigma), k=self.grid_k)
+        meas = self._dp.m.make_gaussian(*self._vector_space(arr.size, "l2"), scale=float(sigma),
+                                        k=self.grid_k if grid_k is None else int(grid_k))
         return np.asarray(meas(arr.tolist()), dtype=np.float64)
 
     def normal(self, sigma: float, size: int) -> np.ndarray:
@@ -177,10 +179,11 @@ class SeededNoise:
         noise = self.rng.laplace(0.0, float(scale), size=arr.shape)
         return _round_to_grid(arr, self.grid_k) + _round_to_grid(noise, self.grid_k)
 
-    def gaussian(self, values, sigma: float) -> np.ndarray:
+    def gaussian(self, values, sigma: float, grid_k: int | None = None) -> np.ndarray:
         arr = _as_1d(values)
+        g = self.grid_k if grid_k is None else int(grid_k)
         noise = self.rng.normal(0.0, float(sigma), size=arr.shape)
-        return _round_to_grid(arr, self.grid_k) + _round_to_grid(noise, self.grid_k)
+        return _round_to_grid(arr, g) + _round_to_grid(noise, g)
 
     def normal(self, sigma: float, size: int) -> np.ndarray:
         """Raw continuous N(0, sigma^2) draws (the research notebook's ``np.random.normal``)."""
