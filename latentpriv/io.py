@@ -7,8 +7,10 @@ so that a crash never leaves a half-written output and a reader never sees one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,20 +27,34 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temp file beside ``path``; on success fsync and rename it over ``path``.
 
-    On any exception the temp file is removed and ``path`` is left as it was.
+    On any exception the temp file is removed and ``path`` is left as it was. The file gets the
+    permissions a plain ``open()`` would give it (``0o666 & ~umask``, not ``mkstemp``'s ``0600``), and is
+    recorded as written in this run (:mod:`latentpriv.outputs`).
     """
+    from latentpriv.outputs import file_mode, mark_written
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here ({exc.strerror or exc}); "
+                         "choose a writable output folder") from exc
+    try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        mark_written(path)
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                       errno.EPERM, errno.EFBIG):
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc}); "
+                             "free space or choose another output folder") from exc
         raise
 
 
@@ -74,10 +90,26 @@ def json_default(obj: Any) -> Any:
 
 
 def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """Load a ``.npy`` file without ever unpickling; errors name the file and the remedy."""
+    """Load a ``.npy`` file without ever unpickling; errors name the file, what it holds and the remedy."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not head.startswith(b"\x93NUMPY"):
+        if head.startswith(b"PK"):
+            what = "a zip archive (.npz?); extract one array and save it with numpy.save"
+        elif head[:1] == b"\x80":
+            what = "pickled Python objects, which latentpriv refuses to load; save a plain numeric array " \
+                   "with numpy.save(path, array)"
+        elif not head:
+            what = "nothing (the file is empty); regenerate it"
+        else:
+            what = f"no NumPy header (it starts with {head[:6]!r}); save the array with numpy.save(path, array)"
+        raise InputError(f"{path}: not a .npy file: it holds {what}")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -86,8 +118,9 @@ def load_npy(path: str | os.PathLike) -> np.ndarray:
                 f"{path}: contains pickled Python objects, which latentpriv refuses to load; "
                 "save a plain numeric array with numpy.save(path, array)"
             ) from exc
-        raise InputError(f"{path}: not a valid .npy array ({exc})") from exc
-    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a valid .npy array ({str(exc).splitlines()[0] if str(exc) else exc}); "
+                         "regenerate it with numpy.save") from exc
+    except (OSError, EOFError, MemoryError) as exc:
         raise InputError(f"{path}: cannot read as .npy ({exc}); is it a NumPy array file?") from exc
 
 
@@ -122,33 +155,136 @@ def check_latent(array: np.ndarray, *, name: str, dim: int, num_layers: int | No
     return arr
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any PIL-readable image as RGB ``uint8 [H, W, 3]``.
+#: Default pixel limit of an input image (width x height); ``LATENTPRIV_MAX_PIXELS`` changes it.
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "LATENTPRIV_MAX_PIXELS"
+#: Formats :func:`load_image` decodes (others, e.g. EPS through Ghostscript, are refused).
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "WEBP", "TIFF", "GIF", "PPM")
+# EXIF orientation -> the transpose that shows the picture as a person sees it (as ImageOps.exif_transpose)
+_EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+                   6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 
-    RGBA is composited on white, greyscale and palette images are converted. Unreadable, empty or
-    truncated files raise :class:`InputError` naming the file.
+
+def max_pixels_limit() -> int:
+    """The input pixel limit: ``$LATENTPRIV_MAX_PIXELS`` (e.g. ``2e8``) or :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except (ValueError, OverflowError):
+        value = 0
+    if value < 1:
+        raise InputError(f"{MAX_PIXELS_ENV}={raw!r}: not a positive number of pixels; "
+                         f"set e.g. {MAX_PIXELS_ENV}=200000000 or unset it")
+    return value
+
+
+def load_image(path: str | os.PathLike, *, min_side: int | None = None,
+               max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as a person sees it: RGB ``uint8 [H, W, 3]``.
+
+    * EXIF orientation is applied (a phone portrait comes out upright).
+    * 16-bit greyscale (and 32-bit integer / float) images are scaled to 8 bits, not clipped; 16-bit RGB
+      keeps its high byte; palette images go through their palette; alpha (an alpha band, a palette or
+      ``tRNS`` transparency) is composited on white.
+    * ``min_side``: the caller needs no more than this many pixels on the short side, so the image is
+      reduced by an integer factor *while decoding* (JPEG DCT scaling, then box ``Image.reduce``) as long
+      as the short side stays >= ``min_side``; at most one full-size decode exists, never as floats.
+    * ``max_pixels`` (default :func:`max_pixels_limit`, 100 MP): larger images are refused before decoding.
+
+    Unreadable, empty, truncated, over-large or unsupported files raise :class:`InputError` naming the file.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    limit = max_pixels_limit() if max_pixels is None else int(max_pixels)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
+    too_big = (f"{path}: image is over the pixel limit of {limit:,} ({MAX_PIXELS_ENV}); "
+               f"downscale it first or raise the limit, e.g. {MAX_PIXELS_ENV}={max(limit * 4, 400_000_000)}")
     try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(background, rgba)
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc}); use a PNG or JPEG file") from exc
-    arr = np.asarray(rgb, dtype=np.uint8)
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        with warnings.catch_warnings():
+            # our own limit replaces Pillow's decompression-bomb guard (which stays in force above it)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=IMAGE_FORMATS) as img:
+                w, h = img.size
+                if w < 1 or h < 1:
+                    raise InputError(f"{path}: image has no pixels")
+                if w * h > limit:
+                    raise InputError(f"{path}: {w}x{h} image ({w * h / 1e6:.0f} MP) is over the pixel limit of "
+                                     f"{limit:,}; downscale it first or raise the limit with "
+                                     f"{MAX_PIXELS_ENV}={w * h}")
+                try:
+                    orientation = int(img.getexif().get(0x0112, 1) or 1)
+                except Exception:  # noqa: BLE001 - a broken EXIF block must not make the photo unreadable
+                    orientation = 1
+                if min_side and img.format in ("JPEG", "MPO") and min(w, h) // int(min_side) >= 2:
+                    img.draft(None, (max(1, w * int(min_side) // min(w, h)),
+                                     max(1, h * int(min_side) // min(w, h))))
+                img.load()
+                out = _to_rgb8(img, min_side, path)
+    except Image.DecompressionBombError as exc:
+        raise InputError(too_big) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError,
+            struct.error, MemoryError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: not a readable image ({first}); use a PNG or JPEG file") from exc
+    method = _EXIF_TRANSPOSE.get(orientation)
+    if method is not None:
+        out = out.transpose(getattr(Image.Transpose, method))
+    arr = np.asarray(out, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise InputError(f"{path}: image has no pixels")
     return arr
+
+
+def _reduce(img: Any, min_side: int | None) -> Any:
+    """Box-reduce ``img`` by the largest integer factor that keeps its short side >= ``min_side``."""
+    if not min_side:
+        return img
+    factor = min(img.size) // int(min_side)
+    return img.reduce(factor) if factor >= 2 else img
+
+
+def _to_rgb8(img: Any, min_side: int | None, path: Path) -> Any:
+    """A decoded PIL image of any mode -> a (reduced) RGB uint8 PIL image, alpha composited on white."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # high-bit-depth grey: scale to 8 bits (Pillow's convert("RGB") would clip 99 % of a 16-bit photo to 255)
+        if mode.startswith("I;16"):
+            img = img.convert("I")
+        img = _reduce(img, min_side)
+        arr = np.asarray(img, dtype=np.float64)
+        arr = np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(arr.max(initial=0.0))
+        if mode == "F" and top <= 1.0:
+            scale = 255.0                  # float images in [0, 1]
+        elif mode.startswith("I;16") or 255.0 < top <= 65535.0:
+            scale = 255.0 / 65535.0        # 16-bit samples
+        elif top > 65535.0:
+            scale = 255.0 / top            # wider integers: stretch to the image's own maximum
+        else:
+            scale = 1.0                    # already 8-bit values
+        grey = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or "transparency" in img.info
+    if mode in ("P", "PA", "1") or (has_alpha and mode not in ("RGBA", "LA", "La", "RGBa")):
+        img = img.convert("RGBA" if has_alpha else "RGB")   # palette indices must not be averaged
+    img = _reduce(img, min_side)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:

@@ -33,11 +33,24 @@ class ItemResult:
     record: dict[str, Any] | None = None
 
 
-def load_target(path: str | os.PathLike, *, align_size: int | None = None):
+def decode_side(G: Any, config: Any) -> int:
+    """The short side a target needs at most: twice the larger of the generator and VGG input sizes.
+
+    Photos larger than that are reduced while decoding (``load_image(min_side=...)``): the optimiser
+    resizes every target to these sizes anyway, and a 12000 px photo never exists as a float tensor.
+    """
+    loss = getattr(config, "loss", None)
+    vgg = getattr(getattr(loss, "resize", None), "size", None) or 0
+    return 2 * max(int(getattr(G, "resolution", 0) or 0), int(vgg), 64)
+
+
+def load_target(path: str | os.PathLike, *, align_size: int | None = None, min_side: int | None = None):
     """Read an image file as a float ``[3, S, S]`` tensor in [0, 1]; non-square images are centre-cropped.
 
     ``align_size``: first align the largest face the FFHQ way (``latentpriv.faces.align.align_image``, the
     face extra) to ``align_size`` px; a photo without a face is then an InputError.
+    ``min_side``: larger photos are reduced while decoding to a short side >= this (see :func:`decode_side`;
+    with ``align_size`` the photo keeps at least ``max(4 * align_size, 2048)`` px for the landmark detector).
     Returns ``(tensor, crop)`` where ``crop`` is None or ``(left, top, size)``. Raises InputError.
     """
     import numpy as np
@@ -45,7 +58,9 @@ def load_target(path: str | os.PathLike, *, align_size: int | None = None):
 
     from latentpriv.io import load_image
 
-    arr = load_image(path)
+    if min_side is not None and align_size is not None:
+        min_side = max(int(min_side), 4 * int(align_size), 2048)
+    arr = load_image(path, min_side=min_side)
     if align_size is not None:
         from latentpriv.faces.align import align_image
 
@@ -146,7 +161,7 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
     loaded: list[tuple[int, Any, Any]] = []
     for k, r in enumerate(results):
         try:
-            t, crop = load_target(r.input, align_size=align_size)
+            t, crop = load_target(r.input, align_size=align_size, min_side=decode_side(G, config))
         except InputError as exc:
             r.error = str(exc).splitlines()[0]
             log.error("%s", r.error)
