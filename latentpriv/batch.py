@@ -1026,7 +1026,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
     """
     import torch
 
-    from latentpriv.cli.invert import inversion_record, load_target
+    from latentpriv.cli.invert import decode_side, inversion_record, load_target
     from latentpriv.inversion import config_to_dict, invert
 
     config_dict = config_to_dict(config)
@@ -1036,7 +1036,8 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
         perceptual[f"{key}_sha256"] = _content_id(perceptual[key])
 
     def load(item: BatchItem) -> Any:
-        return load_target(item.path, align_size=align_size)   # ([3, S, S] float in [0, 1], crop or None)
+        # ([3, S, S] float in [0, 1], crop or None); huge photos reduced while decoding (bounded memory)
+        return load_target(item.path, align_size=align_size, min_side=decode_side(G, config))
 
     def process(items: list[BatchItem], payloads: list[Any]) -> list[ItemOutput]:
         generator = torch.Generator(device="cpu").manual_seed(int(config.seed))
