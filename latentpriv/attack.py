@@ -1,0 +1,631 @@
+"""What an adversary infers from released faces: attribute inference, re-identification, quality.
+
+The guarantee of :func:`latentpriv.privatize` bounds what anyone learns about the protected coordinates.
+This module measures what adversaries that never see the original actually infer from the released
+latents and their renders, beside that bound (``latentpriv attack``; docs/attack.md):
+
+* **coordinate**: the best threshold on the released coordinate ``<w', n_i>``, fitted on a disjoint
+  training set released the same way. It is post-processing of the DP release, so its accuracy on the
+  label ``y = [a_i > c_i]`` is at most :func:`accuracy_bound` (derivation there and in docs/attack.md).
+* **residual**: scikit-learn's logistic regression from the released latent's residual ``w' - (w' N^T) U``
+  (the split the release used) to the label, trained on other samples of the model released the same
+  way. The residual is outside the guarantee's neighbouring relation: this adversary measures the leak
+  through attribute correlations, which the bound does not cover.
+* **image**: logistic regression from the private render to the label, trained on private renders of
+  other samples: on dlib landmark scores (smile, mouth_open, yaw, eyes_open) when the ``face`` extra finds
+  faces, else on VGG16 relu5_3 features (spatially averaged). Also outside the guarantee.
+* **identity**: dlib 128-d embedding distance of each private render to its original render (same-person
+  rate at :data:`latentpriv.faces.identity.SAME_PERSON_THRESHOLD`, median) and top-1 re-identification
+  among all test originals.
+* **quality**: LPIPS (VGG) of each private render to its original render.
+
+With the ``face`` extra a second, *perceived* label is reported beside the latent one: the landmark score
+of the original render above the median of its set. Every accuracy comes with a 95 % Clopper-Pearson
+interval over the test faces. Training and test faces are disjoint samples.
+
+Nothing here reads or writes files, prints, or touches the ledger: the caller passes a ``release``
+callable (``latentpriv.cli.attack`` wraps the ledger around it on request).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from latentpriv.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ADVERSARIES",
+    "AttackData",
+    "accuracy_bound",
+    "accuracy_interval",
+    "attack_figure",
+    "csv_rows",
+    "fit_threshold",
+    "run_attack",
+]
+
+ADVERSARIES: tuple[str, ...] = ("coordinate", "residual", "image")
+ALPHA = 0.05                 # 95 % Clopper-Pearson intervals
+RENDER_BATCH = 64            # latents rendered (and scored) per call: bounds memory at any N
+#: the VGG16 tap of the image adversary's fallback features (relu5_3, also LPIPS's last tap)
+VGG_FEATURE_TAP = 29
+#: use landmark features when at least this fraction of the training renders has a face
+MIN_FACE_RATE = 0.5
+
+#: ``release(latent [N, D] or [N, L, D], epsilon) -> (released float32 latent, record)``
+Release = Callable[[np.ndarray, float], tuple[np.ndarray, dict]]
+#: ``render(latent [n, ...]) -> uint8 [n, H, W, 3]``
+Render = Callable[[np.ndarray], np.ndarray]
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _no_bar(**_kwargs: Any) -> _NullBar:
+    return _NullBar()
+
+
+# ------------------------------------------------------------------------------------- the bound
+
+
+def accuracy_bound(epsilon: float | None, delta: float = 0.0, *, majority: float = 0.5) -> float | None:
+    """Largest accuracy of any guess of a binary label from an (epsilon, delta)-DP release of the coordinate.
+
+    For the two label classes, let ``P0``/``P1`` be the distributions of the released coordinate given
+    ``y = 0``/``y = 1``. Each is a mixture of the mechanism's output distributions over the coordinates of
+    that class, and the mechanism satisfies ``M(a)(S) <= e^eps M(a')(S) + delta`` for *every* pair of
+    coordinates (the clamp makes the whole range neighbouring), so ``P0(S) <= e^eps P1(S) + delta`` and
+    vice versa. A guess ``f`` with ``q = P0(f = 1)``, ``p = P1(f = 1)`` has accuracy
+    ``pi0 (1 - q) + pi1 p`` subject to ``p <= e^eps q + delta`` and ``1 - q <= e^eps (1 - p) + delta``
+    (Kairouz, Oh & Viswanath 2015). The maximum of this linear programme is at a vertex:
+    ``(e^eps + delta) / (1 + e^eps)`` (both constraints tight, any prior), or ``majority + (1 - majority)
+    delta`` (always guess the larger class). For a balanced label and pure DP: ``e^eps / (1 + e^eps)``.
+
+    Args:
+        epsilon: the release's epsilon for the coordinates (> 0), or None (no guarantee: returns None).
+        delta: its delta in [0, 1).
+        majority: the larger class's share of the label, in [0.5, 1].
+
+    Returns:
+        The bound in [0.5, 1], or None when ``epsilon`` is None.
+    """
+    if epsilon is None:
+        return None
+    if not (epsilon > 0 and math.isfinite(epsilon)) or not (0 <= delta < 1) or not (0.5 <= majority <= 1):
+        raise ConfigError(f"accuracy_bound: need epsilon > 0 (got {epsilon}), 0 <= delta < 1 (got {delta}), "
+                          f"0.5 <= majority <= 1 (got {majority})")
+    # e^eps / (1 + e^eps) written as a logistic, which does not overflow for large epsilon
+    dp = 1.0 / (1.0 + math.exp(-epsilon)) + delta / (1.0 + math.exp(epsilon))
+    return min(1.0, max(dp, majority + (1.0 - majority) * delta))
+
+
+def accuracy_interval(correct: int, n: int) -> tuple[float, float]:
+    """95 % Clopper-Pearson interval of ``correct / n`` (the audit's :func:`clopper_pearson`)."""
+    from latentpriv.privacy.audit import clopper_pearson
+
+    if n <= 0:
+        return (0.0, 1.0)
+    lo, hi = clopper_pearson(np.array([correct]), n, ALPHA)
+    return (float(lo[0]), float(hi[0]))
+
+
+def _score(pred: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """``{"accuracy", "ci": [lo, hi], "n"}`` of boolean predictions against labels (both ``[n]``)."""
+    n = int(y.size)
+    correct = int((pred == y).sum())
+    lo, hi = accuracy_interval(correct, n)
+    return {"accuracy": correct / n if n else None, "ci": [lo, hi], "n": n}
+
+
+# ------------------------------------------------------------------------------------- adversaries
+
+
+def fit_threshold(x: np.ndarray, y: np.ndarray) -> tuple[float, bool]:
+    """The threshold rule ``y_hat = (x > t)`` (``upper=True``) or ``(x <= t)`` with the best training
+    accuracy on ``x float [n]``, ``y bool [n]``; ties go to the threshold nearest the median of ``x``.
+
+    Returns ``(t, upper)``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=bool)
+    if x.size == 0:
+        raise InputError("fit_threshold: no training samples")
+    order = np.argsort(x, kind="stable")
+    xs, ys = x[order], y[order]
+    # candidate cuts between distinct consecutive values, plus below all and above all
+    cut = np.concatenate([[xs[0] - 1.0], (xs[:-1] + xs[1:]) / 2, [xs[-1] + 1.0]])
+    valid = np.concatenate([[True], xs[:-1] < xs[1:], [True]])
+    pos_below = np.concatenate([[0], np.cumsum(ys)])            # positives at or below each cut
+    neg_below = np.arange(xs.size + 1) - pos_below
+    pos_total = int(ys.sum())
+    upper_correct = neg_below + (pos_total - pos_below)           # predict 1 above the cut
+    lower_correct = xs.size - upper_correct                       # the mirror rule gets the rest right
+    best = max(int(upper_correct[valid].max()), int(lower_correct[valid].max()))
+    med = float(np.median(xs))
+    cands = [(abs(cut[i] - med), float(cut[i]), True) for i in np.flatnonzero(valid & (upper_correct == best))]
+    cands += [(abs(cut[i] - med), float(cut[i]), False) for i in np.flatnonzero(valid & (lower_correct == best))]
+    _, t, upper = min(cands)
+    return t, upper
+
+
+def _threshold_predict(x: np.ndarray, t: float, upper: bool) -> np.ndarray:
+    return (x > t) if upper else (x <= t)
+
+
+def _logistic(x_train: np.ndarray, y_train: np.ndarray, seed: int):
+    """A fitted standardise + logistic-regression pipeline, or a constant guess when one class is missing."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if np.unique(y_train).size < 2:
+        const = bool(y_train[0]) if y_train.size else False
+        return lambda x: np.full(x.shape[0], const)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000, random_state=seed))
+    model.fit(x_train, y_train)
+    return lambda x: model.predict(x).astype(bool)
+
+
+def _impute(x: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """NaN features (no face found) replaced by the training means: the classifier then guesses from the
+    other features, and a face that is not found still counts in the accuracy (never dropped)."""
+    return np.where(np.isfinite(x), x, fill[None, :])
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class AttackData:
+    """The faces of one attack: test faces (whose releases are attacked) and disjoint training faces.
+
+    ``test``/``train``: latents float ``[N, D]`` (Z/W) or ``[N, L, D]`` (W+), one face per row.
+    ``directions``: orthonormal ``[k, D]``; ``centers``: ``[k]``; ``attributes``: a name per direction.
+    ``split_basis``: the ``U [k, D]`` of the release's split (``N`` for the orthogonal split), so the
+    residual adversary reads the residual the release wrote.
+    """
+
+    test: np.ndarray
+    train: np.ndarray
+    directions: np.ndarray
+    centers: np.ndarray
+    attributes: Sequence[str]
+    split_basis: np.ndarray
+
+
+def _flat_rows(latent: np.ndarray) -> np.ndarray:
+    """``[N, D]`` per face: W+ latents by their mean over layers (the coordinate is the layer mean too)."""
+    lat = np.asarray(latent, dtype=np.float64)
+    return lat.mean(axis=1) if lat.ndim == 3 else lat
+
+
+def _coords(latent: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    return _flat_rows(latent) @ dirs.T
+
+
+def _residual(latent: np.ndarray, dirs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    w = _flat_rows(latent)
+    return w - (w @ dirs.T) @ u
+
+
+def _render_all(render: Render, latent: np.ndarray, bar) -> np.ndarray:
+    out = []
+    for i in range(0, latent.shape[0], RENDER_BATCH):
+        out.append(np.asarray(render(latent[i:i + RENDER_BATCH])))
+        bar.update(min(RENDER_BATCH, latent.shape[0] - i))
+    return np.concatenate(out)
+
+
+class _Faces:
+    """dlib analysis of renders: landmark scores (``[n, 4]``, NaN: no face) and, on request, embeddings."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def analyse(self, images: np.ndarray, *, embed: bool, bar) -> tuple[np.ndarray, np.ndarray | None]:
+        from latentpriv.faces.attributes import ATTRIBUTES, score_images
+        from latentpriv.metrics import face_analysis
+
+        scores, embs = [], []
+        for i in range(0, images.shape[0], RENDER_BATCH):
+            chunk = images[i:i + RENDER_BATCH]
+            if embed:
+                s, e = face_analysis(chunk)
+                embs.append(e)
+            else:
+                s = score_images(chunk)
+            scores.append(np.stack([s[a] for a in ATTRIBUTES], axis=1))
+            bar.update(chunk.shape[0])
+        return np.concatenate(scores), (np.concatenate(embs) if embed else None)
+
+
+class _Perceptual:
+    """VGG16 taps of renders for LPIPS (against cached original features) and the image adversary."""
+
+    def __init__(self, networks) -> None:
+        self.networks = networks
+
+    def features(self, images: np.ndarray, bar) -> list[list]:
+        import torch
+
+        from latentpriv.metrics import to_tensor01
+        from latentpriv.perceptual import LPIPS_TAPS, imagenet_normalize
+
+        out = []
+        with torch.no_grad():
+            for i in range(0, images.shape[0], RENDER_BATCH):
+                x = to_tensor01(images[i:i + RENDER_BATCH]).to(self.networks.device)
+                out.append(self.networks.vgg(imagenet_normalize(x), LPIPS_TAPS))
+                bar.update(x.shape[0])
+        return out
+
+    def lpips(self, feats_a: list[list], feats_b: list[list]) -> np.ndarray:
+        import torch
+
+        # LPIPS from cached backbone features: the originals' forward pass is done once, not per epsilon
+        from latentpriv.perceptual import _lpips_from_features
+
+        with torch.no_grad():
+            return np.concatenate([_lpips_from_features(a, b, self.networks.lpips_lin).double().cpu().numpy()
+                                   for a, b in zip(feats_a, feats_b, strict=True)])
+
+    @staticmethod
+    def pooled(feats: list[list]) -> np.ndarray:
+        from latentpriv.perceptual import LPIPS_TAPS
+
+        i = LPIPS_TAPS.index(VGG_FEATURE_TAP)
+        return np.concatenate([f[i].mean(dim=(2, 3)).double().cpu().numpy() for f in feats])
+
+
+# ------------------------------------------------------------------------------------- the attack
+
+
+def _bound_for(record: dict, majority: float) -> tuple[float | None, dict]:
+    """The coordinate adversary's bound from a release record: the coordinates' (epsilon, delta)."""
+    g = record.get("guarantee") or {}
+    coord = g.get("coordinates") or {}
+    eps = coord.get("epsilon", g.get("epsilon"))
+    delta = coord.get("delta", g.get("delta")) or 0.0
+    if g.get("type") == "none" or eps is None:
+        return None, {"epsilon": None, "delta": None, "type": "none"}
+    return accuracy_bound(float(eps), float(delta), majority=majority), {
+        "epsilon": float(eps), "delta": float(delta), "type": coord.get("type", g.get("type"))}
+
+
+def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release, render: Render,
+               train_release: Release | None = None, networks: Any = None, faces: bool = True,
+               seed: int = 0, progress: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Release every test face at every epsilon, render, and run the adversaries (module docstring).
+
+    Args:
+        data: test and training faces, directions, centres, names and the release's split basis.
+        epsilons: the privacy budgets to attack (> 0), one release of every face each.
+        release: the release of the test faces (e.g. :func:`latentpriv.privatize` with the ledger around it).
+        train_release: the adversaries' own simulation of the release on the training faces (the mechanism
+            is public); default ``release``. Never the ledger: nothing of it is published.
+        render: latents -> RGB ``uint8 [n, H, W, 3]``.
+        networks: :class:`~latentpriv.perceptual.PerceptualNetworks` for LPIPS and the VGG image features,
+            or None (those parts are skipped, and say so).
+        faces: use the ``face`` extra (dlib) for the perceived label, landmark features and identity; False
+            or a missing extra skips those parts and says so in ``skipped``.
+        seed: seeds the classifiers (scikit-learn's solvers).
+        progress: a tqdm-like factory ``progress(total=..., desc=...)`` for bars; None: no bars.
+
+    Returns:
+        JSON-able ``{"attributes", "num", "num_train", "image_features", "skipped", "results": [...],
+        "releases": [...]}`` with one result per (epsilon, attribute):
+        ``{"epsilon", "attribute", "bound", "guarantee", "label_balance", "adversaries": {name: {"accuracy",
+        "ci", "n", "perceived"?}}, "identity": {...}, "lpips_median"}`` (docs/attack.md).
+    """
+    bar_factory = progress or _no_bar
+    train_release = train_release or release
+    eps_list = [float(e) for e in epsilons]
+    if not eps_list or any(not (e > 0 and math.isfinite(e)) for e in eps_list):
+        raise ConfigError(f"epsilons: give positive finite numbers, got {list(epsilons)}")
+    dirs = np.asarray(data.directions, dtype=np.float64)
+    k = dirs.shape[0]
+    names = list(data.attributes)
+    centers = np.broadcast_to(np.asarray(data.centers, dtype=np.float64), (k,))
+    n_test, n_train = int(data.test.shape[0]), int(data.train.shape[0])
+    if n_test < 2 or n_train < 2:
+        raise InputError(f"need at least 2 test and 2 training faces, got {n_test} and {n_train}")
+
+    skipped: dict[str, str] = {}
+    use_faces = False
+    if faces:
+        from latentpriv.faces import INSTALL_HINT, available
+
+        use_faces = available()
+        if not use_faces:
+            skipped["faces"] = (f"face extra not installed ({INSTALL_HINT}): no identity numbers, no perceived "
+                                "label, image adversary on VGG features")
+    else:
+        skipped["faces"] = "faces disabled: no identity numbers, no perceived label"
+    if networks is None:
+        skipped["lpips"] = "no LPIPS/VGG networks given: no lpips_median (and no VGG image features)"
+
+    # labels of the originals: y_i = [a_i > c_i] (the protected coordinate's side)
+    y_test = _coords(data.test, dirs) > centers[None, :]
+    y_train = _coords(data.train, dirs) > centers[None, :]
+
+    # originals: render, analyse (scores + embeddings of the test faces), VGG features
+    total = 2 * (n_test + n_train)
+    bar = bar_factory(total=total, desc="originals: render and analyse", unit="img")
+    img_test = _render_all(render, data.test, bar)
+    img_train = _render_all(render, data.train, bar)
+    fa = _Faces(use_faces)
+    lm_test = lm_train = emb_test = None
+    if use_faces:
+        lm_test, emb_test = fa.analyse(img_test, embed=True, bar=bar)
+        lm_train, _ = fa.analyse(img_train, embed=False, bar=bar)
+    perc = _Perceptual(networks) if networks is not None else None
+    feats_test_orig = perc.features(img_test, _NullBar()) if perc is not None else None
+    bar.close()
+    del img_train
+
+    from latentpriv.faces.attributes import ATTRIBUTES as LM_NAMES
+    from latentpriv.metrics import ATTRIBUTE_SCORE
+
+    # perceived labels: the landmark score of the original render above its set's median
+    perceived: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+    if use_faces:
+        for j, name in enumerate(names):
+            score = ATTRIBUTE_SCORE.get(name)
+            if score is None:
+                continue
+            col = LM_NAMES.index(score)
+            s_te, s_tr = lm_test[:, col], lm_train[:, col]
+            ok_te, ok_tr = np.isfinite(s_te), np.isfinite(s_tr)
+            if ok_te.sum() < 2 or ok_tr.sum() < 2:
+                skipped[f"perceived_{name}"] = "too few faces found in the original renders"
+                continue
+            perceived[j] = (ok_te, s_te > np.median(s_te[ok_te]), ok_tr, s_tr > np.median(s_tr[ok_tr]))
+
+    # the image adversary's features: landmarks when faces are found, else VGG
+    image_features = None
+    if use_faces and np.isfinite(lm_train).all(axis=1).mean() >= MIN_FACE_RATE:
+        image_features = "landmarks"
+    elif perc is not None:
+        image_features = "vgg16_relu5_3"
+        if use_faces:
+            skipped["image_landmarks"] = (f"faces found in fewer than {MIN_FACE_RATE:.0%} of the training renders: "
+                                          "image adversary on VGG features")
+    else:
+        skipped["image"] = "neither landmark features (face extra / faces) nor VGG networks: no image adversary"
+
+    face_rate_orig = float(np.isfinite(emb_test).all(axis=1).mean()) if use_faces else None
+    results: list[dict[str, Any]] = []
+    releases: list[dict[str, Any]] = []
+    for eps in eps_list:
+        bar = bar_factory(total=2 * n_test + 2 * n_train, desc=f"epsilon {eps:g}: release, render, attack", unit="img")
+        out_test, rec_test = release(data.test, eps)
+        out_train, _ = train_release(data.train, eps)
+        releases.append({"epsilon": eps, **{key: rec_test.get(key) for key in
+                                            ("mechanism", "spend", "split", "for_release", "sampler", "guarantee")}})
+        img_priv = _render_all(render, out_test, bar)
+        img_priv_train = _render_all(render, out_train, bar)
+        lm_priv = emb_priv = lm_priv_train = None
+        if use_faces:
+            lm_priv, emb_priv = fa.analyse(img_priv, embed=True, bar=bar)
+            if image_features == "landmarks":
+                lm_priv_train, _ = fa.analyse(img_priv_train, embed=False, bar=bar)
+        feats_priv = perc.features(img_priv, _NullBar()) if perc is not None else None
+        vgg_train = vgg_test = None
+        if image_features == "vgg16_relu5_3":
+            vgg_test = perc.pooled(feats_priv)
+            vgg_train = perc.pooled(perc.features(img_priv_train, _NullBar()))
+        bar.close()
+        del img_priv, img_priv_train
+
+        coords_test, coords_train = _coords(out_test, dirs), _coords(out_train, dirs)
+        res_test, res_train = _residual(out_test, dirs, data.split_basis), _residual(out_train, dirs, data.split_basis)
+        if image_features == "landmarks":
+            fill = np.nanmean(lm_priv_train, axis=0)
+            fill = np.where(np.isfinite(fill), fill, 0.0)
+            x_img_train, x_img_test = _impute(lm_priv_train, fill), _impute(lm_priv, fill)
+        elif image_features is not None:
+            x_img_train, x_img_test = vgg_train, vgg_test
+        identity = _identity(emb_test, emb_priv) if use_faces else {
+            "same_person_rate": None, "distance_median": None, "reid_top1": None, "skipped": skipped["faces"]}
+        lp = perc.lpips(feats_priv, feats_test_orig) if perc is not None else None
+        lpips_median = float(np.median(lp)) if lp is not None else None
+
+        for j, name in enumerate(names):
+            yt, ytr = y_test[:, j], y_train[:, j]
+            majority = max(float(yt.mean()), 1.0 - float(yt.mean()))
+            bound, guarantee = _bound_for(rec_test, majority)
+
+            def attack(train_x, test_x, kind: str, labels_train, labels_test, rows_train=None, rows_test=None):
+                xtr = train_x if rows_train is None else train_x[rows_train]
+                xte = test_x if rows_test is None else test_x[rows_test]
+                if kind == "threshold":
+                    t, upper = fit_threshold(xtr, labels_train)
+                    return _score(_threshold_predict(xte, t, upper), labels_test)
+                return _score(_logistic(xtr, labels_train, seed)(xte), labels_test)
+
+            adv: dict[str, Any] = {
+                "coordinate": attack(coords_train[:, j], coords_test[:, j], "threshold", ytr, yt),
+                "residual": attack(res_train, res_test, "logistic", ytr, yt),
+            }
+            if image_features is not None:
+                adv["image"] = attack(x_img_train, x_img_test, "logistic", ytr, yt)
+            else:
+                adv["image"] = {"accuracy": None, "ci": None, "n": 0, "skipped": skipped.get("image")}
+            if j in perceived:
+                ok_te, p_te, ok_tr, p_tr = perceived[j]
+                adv["coordinate"]["perceived"] = attack(coords_train[:, j], coords_test[:, j], "threshold",
+                                                        p_tr[ok_tr], p_te[ok_te], ok_tr, ok_te)
+                adv["residual"]["perceived"] = attack(res_train, res_test, "logistic", p_tr[ok_tr], p_te[ok_te],
+                                                      ok_tr, ok_te)
+                if image_features is not None:
+                    adv["image"]["perceived"] = attack(x_img_train, x_img_test, "logistic", p_tr[ok_tr],
+                                                       p_te[ok_te], ok_tr, ok_te)
+            results.append({
+                "epsilon": eps,
+                "attribute": name,
+                "bound": bound,
+                "guarantee": guarantee,
+                "label_balance": float(yt.mean()),
+                "adversaries": adv,
+                "identity": identity,
+                "lpips_median": lpips_median,
+            })
+            log.info("epsilon %g %s: coordinate %.3f (bound %s), residual %.3f, image %s", eps, name,
+                     adv["coordinate"]["accuracy"], "none" if bound is None else f"{bound:.3f}",
+                     adv["residual"]["accuracy"], adv["image"]["accuracy"])
+
+    return {
+        "attributes": names,
+        "num": n_test,
+        "num_train": n_train,
+        "image_features": image_features,
+        "faces_found_original": face_rate_orig,
+        "skipped": skipped,
+        "results": results,
+        "releases": releases,
+    }
+
+
+def _identity(orig: np.ndarray, priv: np.ndarray) -> dict[str, Any]:
+    """Identity retention of private embeddings ``[N, 128]`` against the original ones ``[N, 128]`` (NaN rows:
+    no face found).
+
+    ``same_person_rate``: share of the pairs where both faces are found whose distance is below dlib's
+    threshold; ``reid_top1``: share of the private faces (with their original found) whose nearest original
+    among all found originals is their own. Both over the faces found, with the counts beside them: a face the
+    detector misses is neither re-identified nor counted as protected.
+    """
+    from latentpriv.faces.identity import SAME_PERSON_THRESHOLD, identity_distance, same_person
+
+    dist = identity_distance(orig, priv)
+    ok = np.isfinite(dist)
+    found_orig = np.isfinite(orig).all(axis=1)
+    n_pairs = int(ok.sum())
+    same = int(same_person(dist[ok]).sum())
+    reid = 0
+    gallery = orig[found_orig]
+    index = np.flatnonzero(found_orig)
+    for i in np.flatnonzero(ok):
+        d = np.linalg.norm(gallery - priv[i][None, :], axis=1)
+        reid += int(index[int(np.argmin(d))] == i)
+    return {
+        "same_person_rate": same / n_pairs if n_pairs else None,
+        "same_person_ci": list(accuracy_interval(same, n_pairs)),
+        "distance_median": float(np.median(dist[ok])) if n_pairs else None,
+        "reid_top1": reid / n_pairs if n_pairs else None,
+        "reid_top1_ci": list(accuracy_interval(reid, n_pairs)),
+        "reid_chance": 1.0 / max(1, int(found_orig.sum())),
+        "pairs_with_faces": n_pairs,
+        "faces_found_private": float(np.isfinite(priv).all(axis=1).mean()),
+        "threshold": SAME_PERSON_THRESHOLD,
+    }
+
+
+# ------------------------------------------------------------------------------------- outputs
+
+
+def csv_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per (epsilon, attribute) of an attack result, for ``attack.csv``."""
+    rows = []
+    for r in result["results"]:
+        row: dict[str, Any] = {"epsilon": r["epsilon"], "attribute": r["attribute"], "bound": r["bound"]}
+        for name in ADVERSARIES:
+            a = r["adversaries"].get(name) or {}
+            ci = a.get("ci") or [None, None]
+            row.update({f"{name}_accuracy": a.get("accuracy"), f"{name}_ci_lo": ci[0], f"{name}_ci_hi": ci[1]})
+            p = a.get("perceived")
+            if p:
+                row.update({f"{name}_perceived_accuracy": p["accuracy"], f"{name}_perceived_ci_lo": p["ci"][0],
+                            f"{name}_perceived_ci_hi": p["ci"][1]})
+        ident = r["identity"]
+        row.update({"same_person_rate": ident.get("same_person_rate"), "distance_median": ident.get("distance_median"),
+                    "reid_top1": ident.get("reid_top1"), "lpips_median": r["lpips_median"]})
+        rows.append(row)
+    return rows
+
+
+def attack_figure(result: dict[str, Any]) -> bytes:
+    """PNG bytes of the attack figure: accuracy vs epsilon per adversary and attribute with 95 % intervals
+    and the bound curve (left), identity retention vs epsilon (right). Needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = result["results"]
+    eps = sorted({r["epsilon"] for r in res})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    styles = {"coordinate": "o-", "residual": "s--", "image": "^:"}
+    for name in result["attributes"]:
+        rows = sorted((r for r in res if r["attribute"] == name), key=lambda r: r["epsilon"])
+        for adv, style in styles.items():
+            pts = [(r["epsilon"], r["adversaries"][adv]) for r in rows
+                   if r["adversaries"].get(adv, {}).get("accuracy") is not None]
+            if not pts:
+                continue
+            x = np.array([e for e, _ in pts])
+            y = np.array([a["accuracy"] for _, a in pts])
+            lo = np.array([a["ci"][0] for _, a in pts])
+            hi = np.array([a["ci"][1] for _, a in pts])
+            label = adv if len(result["attributes"]) == 1 else f"{adv} ({name})"
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt=style, capsize=3, label=label)
+    # the bound curve, dense in epsilon (delta and balance as in the first result)
+    b0 = next((r for r in res if r["bound"] is not None), None)
+    if b0 is not None:
+        grid = np.geomspace(min(eps), max(eps), 100) if len(eps) > 1 else np.array(eps)
+        delta = b0["guarantee"]["delta"] or 0.0
+        maj = max(b0["label_balance"], 1 - b0["label_balance"])
+        scale = b0["guarantee"]["epsilon"] / b0["epsilon"]  # the coordinates' epsilon per unit of --epsilons
+        ax.plot(grid, [accuracy_bound(e * scale, delta, majority=maj) for e in grid], "k-", linewidth=1.5,
+                label="DP bound (coordinate)")
+    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xscale("log")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.minorticks_off()
+    ax.set_xlabel("epsilon")
+    ax.set_ylabel("accuracy on the protected label (95 % CI)")
+    ax.set_ylim(0.4, 1.02)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    first = result["attributes"][0]
+    rows = sorted((r for r in res if r["attribute"] == first), key=lambda r: r["epsilon"])
+    plotted = False
+    for key, label in (("same_person_rate", "same person (dlib < 0.6)"), ("reid_top1", "top-1 re-identification")):
+        pts = [(r["epsilon"], r["identity"].get(key)) for r in rows if r["identity"].get(key) is not None]
+        if pts:
+            ax.plot([e for e, _ in pts], [v for _, v in pts], "o-", label=label)
+            plotted = True
+    if not plotted:
+        ax.text(0.5, 0.5, "identity skipped:\n" + str(result.get("skipped", {}).get("faces", "no faces")),
+                ha="center", va="center", transform=ax.transAxes, fontsize=8, wrap=True)
+    ax.set_xscale("log")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.minorticks_off()
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("epsilon")
+    ax.set_ylabel("identity retention")
+    ax.grid(True, alpha=0.3)
+    if plotted:
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result.get('model', '')} {result.get('mechanism', '')} N={result['num']}", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
