@@ -19,6 +19,7 @@ from latentpriv.errors import LatentprivError
 # command name -> "module:attribute" (module relative to latentpriv.cli)
 COMMANDS: dict[str, str] = {
     "align": "align:align",
+    "attack": "attack:attack",
     "evaluate": "evaluate:evaluate",
     "audit": "audit:audit",
     "ledger": "ledger:ledger",
@@ -80,6 +81,9 @@ def cli(verbose: int) -> None:
       latentpriv privatize w.npy --attr smile --epsilon 1.0
       latentpriv generate w_private.npy -o private.png
     """
+    from latentpriv.outputs import begin_run
+
+    begin_run()  # the overwrite rule: files written before this command count as not ours (outputs.py)
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
