@@ -50,6 +50,9 @@ for _name, _sha in _IFG_BOUNDARIES.items():
         size=4224,
         group="boundary",
         license="MIT (genforce/interfacegan)",
+        # shipped in the wheel (latentpriv/data/interfacegan, with a README: licence, URLs, sha256s), so
+        # --attr resolves offline; `weights fetch` still downloads and checks the upstream file
+        extra={"bundled": "data/interfacegan"},
     ))
 
 # ---------------------------------------------------------------------------- dcgan64 (offline demo generator)

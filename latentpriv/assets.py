@@ -8,7 +8,9 @@ Search path for an asset's file, first hit wins:
 1. an explicit path given by the caller (``--weights FILE``),
 2. ``$LATENTPRIV_HOME``,
 3. ``./weights`` (the project folder, relative to the working directory),
-4. the user cache dir (``$XDG_CACHE_HOME/latentpriv`` or ``~/.cache/latentpriv``).
+4. the user cache dir (``$XDG_CACHE_HOME/latentpriv`` or ``~/.cache/latentpriv``),
+5. a copy shipped inside the package (``extra={"bundled": folder}``, relative to the ``latentpriv``
+   package; the InterFaceGAN boundaries), so those need no fetch.
 
 Fetching writes into the first writable of (2), (4) — never a partial file: downloads go to a temp file
 in the destination folder, are hashed while streaming, and are renamed into place only when complete and
@@ -154,7 +156,14 @@ def find(name: str, explicit: str | os.PathLike | None = None) -> Path | None:
         p = d / asset.filename
         if p.is_file():
             return p
-    return None
+    p = bundled_path(asset)
+    return p if p is not None and p.is_file() else None
+
+
+def bundled_path(asset: Asset) -> Path | None:
+    """Where the package ships a copy of ``asset``'s file (present or not), or None if it ships none."""
+    folder = asset.extra.get("bundled")
+    return Path(__file__).resolve().parent / folder / asset.filename if folder else None
 
 
 def locate(name: str, explicit: str | os.PathLike | None = None, *, verify: bool = True) -> Path:
@@ -164,7 +173,8 @@ def locate(name: str, explicit: str | os.PathLike | None = None, *, verify: bool
     if path is None:
         if explicit is not None:
             raise AssetError(f"{explicit}: file not found (given for asset {name!r})")
-        searched = ", ".join(str(d / asset.filename) for d in search_dirs())
+        searched = ", ".join([str(d / asset.filename) for d in search_dirs()]
+                             + ([str(bundled_path(asset))] if bundled_path(asset) else []))
         raise AssetError(
             f"asset {name!r} ({asset.filename}) not found; searched {searched}; "
             f"get it with `latentpriv weights fetch {name}` or pass the file explicitly"

@@ -1,7 +1,8 @@
 """Shared test fixtures.
 
-* ``shared_dir``: the read-only ``../shared`` folder (spec, fixtures, InterFaceGAN boundaries), found
-  next to the repository root or via ``$LATENTPRIV_SHARED``. Missing -> the test fails loudly (CI has it).
+* ``shared_dir``: ``tests/data``, the repository's test data in the layout of the project's shared folder
+  (``fixtures/stylegan_ffhq/seed0``: golden outputs of the official generator; ``spec/``: the state-dict
+  manifest). More fixture seeds may come from ``$LATENTPRIV_SHARED`` (see ``shared_paths.py``).
 * ``synthetic_checkpoint``: factory ``synthetic_checkpoint(tmp_path, resolution=32, seed=0, fmap_max=None)``
   writing the spec's synthetic StyleGAN weights (section 12 recipe; cut to ``resolution``) to
   ``tmp_path/stylegan_synth_<res>_seed<seed>.pth`` and returning the path. ``fmap_max`` (e.g. 32) builds
@@ -9,8 +10,8 @@
 * ``synthetic_generator``: session-cached factory ``synthetic_generator(resolution=32, seed=0,
   fmap_max=None)`` -> a loaded CPU generator (frozen; do not mutate it, e.g. with ``.to()``).
 * ``synthetic_checkpoint_1024``: the full 1024 px seed-0 checkpoint, written once per session.
-* ``ifg_home``: InterFaceGAN's boundaries on the asset search path (``$LATENTPRIV_HOME``), the user cache
-  and the working directory moved into ``tmp_path``; returns the boundaries' folder.
+* ``ifg_home``: an empty ``$LATENTPRIV_HOME``, user cache and working directory in ``tmp_path``, so only
+  the InterFaceGAN boundaries bundled in the package are found (offline); returns their folder.
 """
 
 from __future__ import annotations
@@ -20,16 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from shared_paths import IFG_BOUNDARIES, SHARED  # tests/ is on sys.path (pytest prepend mode)
+from shared_paths import DATA, IFG_BOUNDARIES  # tests/ is on sys.path (pytest prepend mode)
 
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    path = SHARED
-    if not (path / "spec" / "STYLEGAN_SPEC.md").is_file():
-        pytest.fail(f"the shared folder (spec, fixtures, boundaries) is not at {path}; "
-                    "put it beside the repository or set LATENTPRIV_SHARED", pytrace=False)
-    return path
+    assert (DATA / "fixtures" / "stylegan_ffhq" / "seed0" / "README.json").is_file(), \
+        f"{DATA} is incomplete (it is part of the repository)"
+    return DATA
 
 
 def _manifest(resolution: int, fmap_max: int | None):
@@ -101,8 +100,9 @@ def synthetic_checkpoint_1024(_checkpoint_cache) -> Path:
 
 @pytest.fixture
 def ifg_home(monkeypatch, tmp_path) -> Path:
-    assert IFG_BOUNDARIES.is_dir(), f"{IFG_BOUNDARIES} missing"
-    monkeypatch.setenv("LATENTPRIV_HOME", str(IFG_BOUNDARIES))
+    assert IFG_BOUNDARIES.is_dir(), f"{IFG_BOUNDARIES} missing (package data)"
+    (tmp_path / "home").mkdir(exist_ok=True)
+    monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return IFG_BOUNDARIES

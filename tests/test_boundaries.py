@@ -108,10 +108,28 @@ def test_attr_resolves_w_and_z_assets(ifg_home):
     assert b.info()["attribute"] == "smile" and "vector" not in b.info()
 
 
-def test_missing_asset_says_how_to_fetch(monkeypatch, tmp_path):
-    monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "empty"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+def test_interfacegan_boundaries_resolve_offline_from_the_package(ifg_home):
+    """Nothing fetched and nothing on the search path: --attr finds the copy shipped in the package, and
+    `weights fetch` still knows every file's upstream URL and sha256 (also listed in the folder's README)."""
+    from latentpriv.assets import get_asset
+    from latentpriv.io import sha256_file
+
+    b = resolve_attr("age")
+    assert b.path == IFG / "stylegan_ffhq_age_w_boundary.npy" and b.sha256 == get_asset(b.name).sha256
+    readme = (IFG / "README.md").read_text()
+    assert "MIT" in readme and "Copyright (c) 2019 Yujun Shen" in readme
+    files = sorted(IFG.glob("*.npy"))
+    assert len(files) == 14
+    for f in files:
+        asset = get_asset(f.stem)
+        assert asset.sources[0].url == f"https://raw.githubusercontent.com/genforce/interfacegan/master/boundaries/{f.name}"
+        assert sha256_file(f) == asset.sha256 and asset.sha256 in readme
+
+
+def test_missing_asset_says_how_to_fetch(ifg_home, monkeypatch, tmp_path):
+    from latentpriv import assets
+
+    monkeypatch.setattr(assets, "bundled_path", lambda asset: tmp_path / "no-package-copy" / asset.filename)
     with pytest.raises(AssetError, match="latentpriv weights fetch stylegan_ffhq_age_w_boundary"):
         resolve_attr("age")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from shared_paths import SHARED
+from shared_paths import FIXTURE_ROOTS, fixture_dirs
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
 from latentpriv.io import sha256_file
@@ -32,9 +32,8 @@ from latentpriv.models.synthetic import (
     to_torch_state_dict,
 )
 
-_SHARED = SHARED
-FIXTURE_ROOT = _SHARED / "fixtures" / "stylegan_ffhq"
-FIXTURE_DIRS = sorted(p for p in FIXTURE_ROOT.glob("seed*") if (p / "README.json").is_file())
+FIXTURE_ROOT = FIXTURE_ROOTS[0]  # the repository's (tests/data); $LATENTPRIV_SHARED may add seeds
+FIXTURE_DIRS = fixture_dirs()
 # An empty list would make pytest skip silently; a missing folder must fail instead.
 FIXTURE_PARAMS = [pytest.param(p, id=p.name) for p in FIXTURE_DIRS] or [pytest.param(FIXTURE_ROOT / "MISSING", id="missing")]
 
