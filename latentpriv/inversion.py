@@ -105,7 +105,8 @@ class NoiseRampConfig:
 @dataclass(frozen=True)
 class EarlyStopConfig:
     """Stop an image once its loss has not improved by ``min_improvement`` (relative) for ``patience``
-    iterations; its latent is then frozen while the rest of the batch goes on. ``patience: 0`` = off."""
+    iterations; its latent is then frozen at the point of its lowest loss so far (not where the last step
+    took it) while the rest of the batch goes on. ``patience: 0`` = off."""
 
     patience: int = 0
     min_improvement: float = 1e-3
@@ -467,6 +468,10 @@ def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig |
     steps_run = torch.full((n,), T, dtype=torch.long, device=device)
     frozen = torch.zeros_like(latent)
     best = torch.full((n,), float("inf"), device=device)
+    # Where each image's lowest loss was measured. A stopped image is frozen there, not at the latent
+    # after its last step: Adam divides by sqrt(v), so even a rounding-level gradient (an image already
+    # at its optimum) gives a full lr-sized step, and the patience window would carry it away.
+    best_latent = latent.detach().clone() if config.early_stop.patience else None
     last_improve = torch.zeros(n, dtype=torch.long, device=device)
     es = config.early_stop
     amp = (torch.autocast(device.type, dtype=torch.bfloat16) if config.amp == "bf16" else nullcontext())
@@ -502,19 +507,22 @@ def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig |
             assert isinstance(total, Tensor)
             opt.zero_grad(set_to_none=True)
             total.sum().backward()
+            evaluated = latent.detach().clone() if best_latent is not None else None  # the loss's latent
             opt.step()
             with torch.no_grad():
                 hist[0, step - 1] = total.detach()
                 for j, k in enumerate(active, start=1):
                     hist[j, step - 1] = terms[k].detach()
                 if es.patience:
+                    bshape = (n,) + (1,) * (latent.ndim - 1)
+                    lower = (total.detach() < best) & ~done
+                    best_latent = torch.where(lower.view(bshape), evaluated, best_latent)
                     improved = total.detach() < best * (1.0 - es.min_improvement)
                     best = torch.where(improved, total.detach(), torch.minimum(best, total.detach()))
                     last_improve = torch.where(improved, torch.full_like(last_improve, step), last_improve)
                     # all on-device (no host sync per step): freeze images whose loss has plateaued
                     newly = (~done) & (step - last_improve >= es.patience)
-                    bshape = (n,) + (1,) * (latent.ndim - 1)
-                    frozen = torch.where(newly.view(bshape), latent.detach(), frozen)
+                    frozen = torch.where(newly.view(bshape), best_latent, frozen)
                     steps_run = torch.where(newly, torch.full_like(steps_run, step), steps_run)
                     done = done | newly
                     latent.data.copy_(torch.where(done.view(bshape), frozen, latent.detach()))
