@@ -46,11 +46,12 @@ def align(photo: Path, output: Path, size: int, all_faces: bool, overwrite: bool
     else:
         outputs = [output]
         images = [align_image(image, size, name=str(photo))]
+    from latentpriv.io import image_format
+    from latentpriv.outputs import check_outputs
+
     for out in outputs:
-        if out.exists() and out.resolve() == photo.resolve():
-            raise InputError(f"{out}: refusing to overwrite the input photo; choose another -o")
-        if out.exists() and not overwrite:
-            raise InputError(f"{out}: already exists; pass --overwrite to replace it or choose another -o")
+        image_format(out, "-o")
+    check_outputs(outputs, overwrite=overwrite, inputs=[photo])
     for out, img in zip(outputs, images, strict=True):
         save_image(out, img)
         click.echo(str(out))

@@ -77,8 +77,9 @@ def boundary() -> None:
               help="Also save the sampled latents.npy and scores.npy here (for re-training without re-scoring).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Boundary .npy to write; its record goes to the same name with .json.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input).")
 def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space, batch_size, device,
-          latents_file, scores_file, save_samples, output) -> None:
+          latents_file, scores_file, save_samples, output, overwrite=False) -> None:
     """Train a boundary for ATTR the InterFaceGAN way and report its validation accuracy.
 
     \b
@@ -97,9 +98,11 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
     if (latents_file is None) != (scores_file is None):
         raise InputError("--latents and --scores go together; give both or neither")
     inputs = [p for p in (latents_file, scores_file) if p is not None]
-    for p in inputs:
-        if p.resolve() in (output.resolve(), output.with_suffix(".json").resolve()):
-            raise InputError(f"-o {output}: refusing to overwrite the input {p}; choose another -o")
+    from latentpriv.outputs import check_outputs
+
+    check_outputs([output, output.with_suffix(".json")], overwrite=overwrite, inputs=inputs)
+    if save_samples is not None:
+        check_outputs([save_samples / "latents.npy"], overwrite=overwrite, inputs=inputs, option="--save-samples")
 
     model_name = model_info = None
     sampler_seed = None

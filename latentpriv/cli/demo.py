@@ -349,8 +349,9 @@ def ensure_assets(names: Sequence[str], echo: Callable[[str], None]) -> list[str
 @click.option("--threads", type=click.IntRange(0), default=1, show_default=True,
               help="CPU threads for torch (0 = torch's default). One thread is the safe choice for this small "
                    "model: on a busy machine several threads oversubscribe the cores (measured 13x slower).")
+@click.option("--overwrite", is_flag=True, help="Replace summary.png/report.json left by an earlier run.")
 def demo(out_dir: Path, epsilons: str, draws: int, iterations: int | None, fast: bool, photo_seed: int,
-         device: str, threads: int) -> None:
+         device: str, threads: int, overwrite: bool = False) -> None:
     """Run the whole pipeline offline on a generated face and write a labelled summary picture.
 
     A dcgan64 sample plays the photo: it is inverted with the real VGG16 weights, its smile is
@@ -360,8 +361,11 @@ def demo(out_dir: Path, epsilons: str, draws: int, iterations: int | None, fast:
     """
     import torch
 
+    from latentpriv.outputs import check_outputs
+
     t_start = time.perf_counter()
     eps = _parse_epsilons(epsilons)
+    check_outputs([out_dir / "summary.png", out_dir / "report.json"], overwrite=overwrite, option="--out")
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -182,11 +182,10 @@ def _print_table(rows: list[dict], cols: list[str]) -> None:
         click.echo("  ".join(s.ljust(w) for s, w in zip(line, widths, strict=True)).rstrip())
 
 
-def _check_outputs(outputs: list[Path | None], inputs: list[Path]) -> None:
-    ins = {p.resolve() for p in inputs}
-    for o in outputs:
-        if o is not None and o.resolve() in ins:
-            raise InputError(f"{o}: refusing to overwrite an input; choose another output file")
+def _check_outputs(outputs: list[Path | None], inputs: list[Path], overwrite: bool = False) -> None:
+    from latentpriv.outputs import check_outputs
+
+    check_outputs(outputs, overwrite=overwrite, inputs=inputs, option="output file")
 
 
 # ------------------------------------------------------------------------------------- plotting
@@ -536,9 +535,11 @@ def _sweep(model: str, weights: str | None, latents_files: tuple[Path, ...], sam
               help="Sweep: draws per latent and grid point.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Sweep: write the privacy/utility figure (PNG) here.")
+@click.option("--overwrite", is_flag=True, help="Replace existing --json/--csv/--plot files (never an input).")
 def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, space, json_path, csv_path, lpips,
              lpips_size, faces, device, sweep, weights, latents_files, samples, sample_seed, epsilons, mechanisms,
-             delta, clip_radius, center, layers, seed, secure_noise, repeats, plot_path) -> None:
+             delta, clip_radius, center, layers, seed, secure_noise, repeats, plot_path,
+             overwrite=False) -> None:
     """Measure reconstructions and private renders against the original face.
 
     \b
@@ -563,7 +564,7 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
         mechs = _names(mechanisms, "--mechanisms", ("laplace", "gaussian", "rr", "seed"))
         if not (0 < delta < 1):
             raise click.BadParameter(f"{delta}: delta must be in (0, 1)", param_hint="--delta")
-        _check_outputs([json_path, csv_path, plot_path], list(latents_files))
+        _check_outputs([json_path, csv_path, plot_path], list(latents_files), overwrite)
         result, _ = _sweep(model, weights, latents_files, samples, sample_seed, attrs, boundary_files, space, eps,
                            mechs, delta, clip_radius, center, None if secure_noise else seed, repeats, layers, lpips,
                            lpips_size, faces, device)
@@ -580,7 +581,7 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
             raise InputError(f"{run_dir}: no such directory")
         result, inputs = _compare(run_dir, original, recon, private, attrs, boundary_files, model, space, lpips,
                                   lpips_size, faces, device)
-        _check_outputs([json_path, csv_path], inputs)
+        _check_outputs([json_path, csv_path], inputs, overwrite)
         cols = ["file", "role", "epsilon", "psnr", "ssim", "lpips", "identity_distance", "same_person",
                 "smile_change", "mouth_open_change", "yaw_change", "eyes_open_change",
                 *[k for r in result["rows"] for k in r if k.startswith("coord_")], "error"]

@@ -81,9 +81,11 @@ def _output_paths(out: str, n: int) -> list[Path]:
               help="On CUDA, let convolutions run in TF32 (faster on Ampere+, ~1e-3 off the float32 images).")
 @click.option("--save-latent", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the rendered latents (e.g. the sampled Z) to this .npy file.")
+@click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input).")
 def generate(latent: Path | None, output: str, weights: str, space: str | None, truncation_psi: float | None,
              truncation_layers: int | None, no_truncation: bool, device: str, batch_size: int,
-             seed: int | None, num: int | None, allow_tf32: bool, save_latent: Path | None) -> None:
+             seed: int | None, num: int | None, allow_tf32: bool, save_latent: Path | None,
+             overwrite: bool = False) -> None:
     """Render LATENT.npy (N rows -> N images) or --num random faces to PNG.
 
     The PNG is exactly the official InterFaceGAN postprocess uint8(clip((x+1)*127.5+0.5, 0, 255)) of the
@@ -149,12 +151,14 @@ def generate(latent: Path | None, output: str, weights: str, space: str | None, 
 
     n = lat.shape[0]
     paths = _output_paths(output, n)
-    inputs = {p.resolve() for p in (latent, Path(weights)) if p is not None and p.exists()}
-    clash = [str(p) for p in paths if p.resolve() in inputs]
-    if save_latent is not None and save_latent.resolve() in inputs:
-        clash.append(str(save_latent))
-    if clash:
-        raise InputError(f"output {clash[0]} is an input file; refusing to overwrite it")
+    from latentpriv.outputs import check_outputs
+
+    if save_latent is not None and save_latent.suffix.lower() != ".npy":
+        raise InputError(f"--save-latent {save_latent}: latents are written as .npy; "
+                         f"use e.g. {save_latent.with_suffix('.npy')}")
+    inputs = [p for p in (latent, Path(weights)) if p is not None and p.exists()]
+    check_outputs(paths, overwrite=overwrite, inputs=inputs)
+    check_outputs([save_latent], overwrite=overwrite, inputs=inputs, option="--save-latent")
 
     from tqdm.auto import tqdm
 

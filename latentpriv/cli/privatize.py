@@ -103,6 +103,8 @@ def load_latent_input(path: Path, *, space: str | None, model: str, generator: A
     if sp == "wp" and arr.ndim == 2:
         arr = arr[None]
     dim = arr.shape[-1] if arr.ndim else 0
+    if generator is not None and arr.ndim:   # the model knows the dimension: blame the latent, not a boundary
+        dim = int(generator.z_dim if sp == "z" else generator.w_dim)
     checked = check_latent(arr, name=str(path), dim=dim,
                            num_layers=arr.shape[1] if sp == "wp" and arr.ndim == 3 else None, space=sp)
     # keep float64 inputs in float64; everything else is float32 (check_latent's canonical form)
@@ -157,13 +159,10 @@ def resolve_covariance(decorrelate: bool | None, model: str, space: str, *, devi
 
 
 def check_outputs(paths: list[Path], inputs: list[Path], overwrite: bool) -> None:
-    """Refuse to overwrite an input ever, or an existing output unless ``overwrite``."""
-    resolved_inputs = {p.resolve() for p in inputs}
-    for p in paths:
-        if p.resolve() in resolved_inputs:
-            raise InputError(f"{p}: refusing to overwrite the input; choose another -o")
-        if p.exists() and not overwrite:
-            raise InputError(f"{p}: already exists; pass --overwrite to replace it or choose another -o")
+    """Refuse to overwrite an input ever, or an existing output unless ``overwrite`` (latentpriv.outputs)."""
+    from latentpriv.outputs import check_outputs as check
+
+    check(paths, overwrite=overwrite, inputs=inputs)
 
 
 def render_latents(G, latent: np.ndarray, space: str) -> np.ndarray:
@@ -312,8 +311,13 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
 
     G = load_generator_for(weights, model, device) if (render is not None or center_v == "auto") else None
     inp = load_latent_input(input_path, space=space, model=model, generator=G)
+    # with --attr the model's boundaries fix the dimension, so a mismatch is the latent's fault (say so)
     dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
-                                      model=model, space=inp.space, dim=inp.latent.shape[-1])
+                                      model=model, space=inp.space, dim=None if attrs else inp.latent.shape[-1])
+    if dirs.shape[1] != inp.latent.shape[-1]:
+        raise InputError(f"{input_path}: latent has shape {inp.raw_shape}, {inp.latent.shape[-1]} values per row, but "
+                         f"model {model}'s {inp.space.upper()} boundaries have {dirs.shape[1]}; pass a {model} "
+                         "latent or the right --model/--space")
     centers, center_mode = resolve_center(center_v, dirs, inp.space, G)
     noise = make_noise_source(seed)
     params = ReleaseParams(mechanism=mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius,
