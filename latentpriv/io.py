@@ -287,15 +287,30 @@ def _to_rgb8(img: Any, min_side: int | None, path: Path) -> Any:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+#: Image formats :func:`save_image` writes, by suffix.
+IMAGE_WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP",
+                       ".tif": "TIFF", ".tiff": "TIFF", ".gif": "GIF", ".ppm": "PPM", ".pgm": "PPM"}
+
+
+def image_format(path: str | os.PathLike, option: str = "the output") -> str:
+    """The PIL format that :func:`save_image` uses for ``path``'s suffix; InputError for any other suffix."""
+    path = Path(path)
+    fmt = IMAGE_WRITE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{option} {path}: cannot write an image with suffix {path.suffix or '(none)'!r}; "
+                         f"use {', '.join(sorted(set(IMAGE_WRITE_FORMATS)))} (e.g. {path.with_suffix('.png')})")
+    return fmt
+
+
 def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write ``uint8 [H, W, 3]`` (or ``[H, W]``) as an image whose format follows the suffix, atomically."""
     from PIL import Image
 
     path = Path(path)
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower())
+    fmt = image_format(path)
     img = Image.fromarray(np.ascontiguousarray(image))
     with atomic_write(path) as fh:
-        img.save(fh, format=fmt or (path.suffix.lstrip(".").upper() or "PNG"))
+        img.save(fh, format=fmt)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

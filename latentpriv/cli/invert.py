@@ -262,7 +262,8 @@ def _expand_inputs(inputs: Sequence[Path]) -> tuple[list[Path], bool]:
 @click.option("--align", is_flag=True,
               help="FFHQ-align the largest face first (face extra: dlib 68 landmarks; see `latentpriv align`).")
 @click.option("--overwrite", is_flag=True,
-              help="Folder input: redo images whose outputs are already complete (default: skip them).")
+              help="Replace existing output files (never an input); folder input: redo images whose "
+                   "outputs are already complete (default: skip them).")
 def invert(inputs, output, preset, config_file, overrides, space, iterations, batch_size, device, seed, weights,
            vgg_weights, save_image, save_every, quiet, align, overwrite) -> None:
     """Find the latent code(s) of image(s) INPUTS by perceptual-loss optimisation.
@@ -311,10 +312,16 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
             raise InputError(f"-o {output}: the latent is written as .npy; use e.g. -o {output.with_suffix('.npy')}")
         outs = [out]
         imgs = [save_image] if save_image else None
-    resolved_inputs = {f.resolve() for f in files}
-    for p in outs + [q.with_suffix(".json") for q in outs] + (imgs or []):
-        if p is not None and p.resolve() in resolved_inputs:
-            raise InputError(f"{p}: would overwrite an input; choose another output path")
+    from latentpriv.io import image_format
+    from latentpriv.outputs import check_outputs
+
+    for q in imgs or []:
+        image_format(q, "--save-image")   # before the optimisation, not after it
+    steps = range(save_every, config.iterations + 1, save_every) if save_every else range(0)
+    check_outputs(outs + [q.with_suffix(".json") for q in outs], overwrite=overwrite, inputs=files)
+    check_outputs(list(imgs or []), overwrite=overwrite, inputs=files, option="--save-image")
+    check_outputs([_snapshot_path(q, k) for q in outs + list(imgs or []) for k in steps], overwrite=overwrite,
+                  inputs=files, option="-o/--save-image (with --save-every)")
 
     dev = resolve_device(device)
     from latentpriv.models.registry import load_generator
