@@ -196,3 +196,67 @@ def _row(b) -> dict:
         "path": str(d["path"]) if d.get("path") else None, "source": d.get("source"),
         "model": d.get("model"), "attribute": d.get("attribute"),
     }
+
+
+@boundary.command("covariance")
+@click.option("--model", "model", default=None, metavar="NAME|FILE",
+              help="Generator whose latent covariance to estimate (e.g. dcgan64, stylegan_ffhq, or a weights file).")
+@click.option("--space", type=click.Choice(["z", "w", "wp"], case_sensitive=False), default=None,
+              help="Latent space (default: the model's default; wp uses W's statistics).")
+@click.option("--num", type=click.IntRange(2), default=None,
+              help="Samples for Sigma [default: 100000].")
+@click.option("--heldout", "heldout_num", type=click.IntRange(2), default=None,
+              help="Further samples kept only as their mean and covariance, to evaluate R^2 [default: 20000].")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Latent sampler seed [default: 0].")
+@click.option("--batch-size", type=click.IntRange(1), default=4096, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--force", is_flag=True, help="Re-estimate even if a matching estimate is cached.")
+@click.option("--show", is_flag=True, help="List the cached estimates and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def covariance_cmd(model, space, num, heldout_num, seed, batch_size, device, force, show, as_json) -> None:
+    """Estimate (once) and cache a model's latent covariance Sigma, used to decorrelate releases.
+
+    \b
+    Sigma comes from the model's own samples (Z codes; W = their mapping, before truncation) and is
+    cached under the asset cache dir by the weights' sha256, space, --num, --heldout and --seed:
+      latentpriv boundary covariance --model stylegan_ffhq
+      latentpriv boundary covariance --model dcgan64 --num 200000
+      latentpriv boundary covariance --show
+    """
+    from latentpriv import covariance as cov
+
+    if show:
+        rows = cov.cached_entries()
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+        elif not rows:
+            click.echo(f"no cached covariance estimates (writing to {cov.cache_dir_for_write()})")
+        else:
+            for r in rows:
+                click.echo(f"{r['sha256_prefix']}  {r['space']}  num {r['num']}  heldout {r['heldout_num']}  "
+                           f"seed {r['seed']}  {r['path']}")
+        return
+    if model is None:
+        raise InputError("--model is required (e.g. --model dcgan64), or pass --show")
+    if space is None:
+        from latentpriv.models.registry import load_generator
+
+        G = load_generator(model, device=device)
+        space, target = G.default_space, G
+    else:
+        target = model
+    from tqdm.auto import tqdm
+
+    total = (num or cov.DEFAULT_NUM) + (heldout_num or cov.DEFAULT_HELDOUT_NUM)
+    with tqdm(total=total, desc=f"sampling {model} ({space})", unit="latent", leave=False) as bar:
+        stats = cov.covariance_for(target, space, num=num, heldout_num=heldout_num, seed=seed, estimate=True,
+                                   force=force, device=device, batch_size=batch_size, progress=bar.update)
+    summary = {**stats.describe(), **cov.spectrum_summary(stats)}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{stats.model} ({(stats.model_sha256 or '?')[:16]}) {stats.space.upper()}: Sigma from {stats.num} "
+               f"samples (held-out {stats.heldout_num}, seed {stats.seed}); trace {summary['trace']:.4g}, "
+               f"eigenvalues {summary['eig_min']:.3g} .. {summary['eig_max']:.3g}, effective rank "
+               f"{summary['effective_rank']:.1f} of {stats.dim}", err=True)
+    click.echo(str(stats.path))
