@@ -1,37 +1,103 @@
-"""``latentpriv audit``: empirically test a mechanism configuration's claimed epsilon."""
+"""``latentpriv audit``: empirically test a mechanism configuration's claimed epsilon.
+
+``latentpriv audit artifact`` audits the saved bytes of releases instead (see
+:mod:`latentpriv.privacy.artifact_audit`).
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
+import numpy as np
+
+
+def cli_reader(x: np.ndarray, space: str) -> np.ndarray:
+    """``x`` as ``latentpriv privatize FILE --space SPACE`` reads it from a file and hands it to the release."""
+    import tempfile
+
+    from latentpriv.cli.privatize import load_latent_input
+    from latentpriv.errors import LatentprivError
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "latent.npy"
+        np.save(path, x)
+        try:
+            return load_latent_input(path, space=space, model="dcgan64" if space == "z" else "stylegan_ffhq").latent
+        except LatentprivError as exc:  # name the file as a user would see it, not the temp path
+            raise type(exc)(str(exc).replace(str(path), "INPUT.npy")) from None
+
+
+def _artifact(epsilon: float | None, trials: int | None, lattice_trials: int | None, confidence: float, quick: bool,
+              output: Path | None, as_json: bool) -> None:
+    from latentpriv.io import write_json
+    from latentpriv.privacy.artifact_audit import audit_artifact, default_pairs
+
+    trials = trials or (300 if quick else 20_000)
+    lattice = lattice_trials or min(trials, 2_000)
+    result = audit_artifact(default_pairs(quick=quick, epsilon=epsilon or 1.0), trials=trials, lattice_trials=lattice,
+                            confidence=confidence, read_input=cli_reader,
+                            progress=None if as_json else (lambda pa: click.echo(pa.summary())))
+    if output is not None:
+        write_json(output, result.as_dict())
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    else:
+        t = result.tightness
+        if t:
+            click.echo(f"tightness: coordinate at {t['pair']}: epsilon_lb {t['epsilon_lb']:.3f} "
+                       f"(coordinate epsilon {t['coordinate_epsilon']:g}, {t['trials']} trials/side)")
+        click.echo(f"artifact audit: largest epsilon lower bound {result.epsilon_lb:.4f} at {confidence:.0%} "
+                   f"confidence (Bonferroni over {result.n_tests} tests): {'PASS' if result.passed else 'FAIL'}")
+    if not result.passed:
+        raise SystemExit(1)
 
 
 @click.command("audit")
+@click.argument("mode", type=click.Choice(["mechanism", "artifact"]), default="mechanism", required=False)
 @click.option("--mechanism", type=click.Choice(["laplace", "gaussian", "rr", "seed"]), default="laplace",
               show_default=True)
-@click.option("--epsilon", type=float, required=True, help="Claimed epsilon (one direction).")
+@click.option("--epsilon", type=float, default=None, help="Claimed epsilon (one direction; artifact: default 1).")
 @click.option("--delta", type=float, default=None, help="Claimed delta (gaussian/seed).")
 @click.option("--clip-radius", type=float, default=3.0, show_default=True, help="B (clamp radius).")
 @click.option("--noise-clip", type=float, default=1.0, show_default=True, help="seed mechanism's C.")
-@click.option("--trials", type=click.IntRange(100), default=100_000, show_default=True,
-              help="Outputs drawn per neighbouring input.")
+@click.option("--trials", type=click.IntRange(100), default=None,
+              help="Outputs drawn per neighbouring input [default 100000; artifact: 20000, --quick 300].")
+@click.option("--lattice-trials", type=click.IntRange(100), default=None,
+              help="artifact: releases per side for the per-element (lattice) attackers [default 2000].")
+@click.option("--quick", is_flag=True, help="artifact: a few small pairs (a smoke test, seconds).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="artifact: also write the full report as JSON.")
 @click.option("--confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Simultaneous confidence of the lower bound.")
 @click.option("--seed", type=click.IntRange(0), default=None,
               help="Use seeded numpy noise (fast, reproducible) instead of OpenDP's samplers.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def audit(mechanism: str, epsilon: float, delta: float | None, clip_radius: float, noise_clip: float, trials: int,
-          confidence: float, seed: int | None, as_json: bool) -> None:
+def audit(mode: str, mechanism: str, epsilon: float | None, delta: float | None, clip_radius: float, noise_clip: float,
+          trials: int | None, lattice_trials: int | None, quick: bool, output: Path | None, confidence: float,
+          seed: int | None, as_json: bool) -> None:
     """Try to falsify a mechanism: estimate a lower bound on its epsilon at worst-case neighbours.
 
     Draws TRIALS outputs at a = c-B and a' = c+B (and an interior pair), tests threshold and point events
     with Clopper-Pearson intervals, and reports the largest epsilon the data prove, with PASS if it does
     not exceed the claim. Exit status 1 on FAIL.
+
+    `latentpriv audit artifact` attacks the saved .npy files instead: it releases both members of each
+    neighbour pair of a search (dtypes, magnitudes outside the clamp, c != 0, k = 3, near-orthonormal
+    directions, W+ layers, dcgan64 Z) as `latentpriv privatize` does, and lets attackers (the coordinate, a
+    float-lattice sieve, replay, residual, grid, low bits) read only the bytes. A refused input is reported
+    as refused. It uses OpenDP's samplers, so the full run takes a while; --quick is a smoke test.
     """
+    if mode == "artifact":
+        _artifact(epsilon, trials, lattice_trials, confidence, quick, output, as_json)
+        return
     from latentpriv.cli.privatize import validate_common
     from latentpriv.privacy.audit import audit as run_audit
 
+    if epsilon is None:
+        raise click.UsageError("Missing option '--epsilon' (the claimed epsilon).")
+    trials = trials or 100_000
     d = validate_common(mechanism, delta, None)
     result = run_audit(mechanism, epsilon, d, clip_radius=clip_radius, noise_clip=noise_clip, trials=trials,
                        confidence=confidence, seed=seed)
