@@ -90,6 +90,8 @@ def table(reports: list[dict]) -> str:
                 cells += ["not run", "", ""]
             elif p["status"] == "refused":
                 cells += ["-", "refused", "-"]
+            elif p["status"] == "refused-one-side":
+                cells += ["-", "one input refused, the other released", "-"]
             else:
                 claim = "none" if p["claimed_epsilon"] is None else f"{p['claimed_epsilon']:g}"
                 if p["claimed_delta"]:

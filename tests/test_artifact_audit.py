@@ -72,6 +72,17 @@ def test_a_refused_input_is_reported_not_raised():
     assert p.status == "refused" and "float16" in p.refusal and p.passed and res.passed
 
 
+def test_refusing_one_input_only_fails_the_pair():
+    def refuse_large(batch, pair, noise):
+        if np.linalg.norm(batch[0]) > 100:
+            raise InputError("norm above max_norm")
+        return leaky_release(batch, pair, noise)
+
+    pair = make_pair("10 vs 600", np.random.default_rng(0), dim=16, a0=10.0, a1=600.0, surface="api")
+    res = audit_artifact([pair], trials=40, lattice_trials=40, release=refuse_large, noise=SeededNoise(0))
+    assert res.pairs[0].status == "refused-one-side" and not res.passed
+
+
 def test_validation():
     with pytest.raises(ValueError):
         audit_artifact([], trials=10)

@@ -116,8 +116,9 @@ class AttackResult:
 
 @dataclass(frozen=True)
 class PairAudit:
-    """One pair's outcome. ``status``: ``audited`` | ``refused`` (the release refused the input: the message
-    is in ``refusal``). ``claimed_epsilon``/``claimed_delta``: the release's total spend from its record."""
+    """One pair's outcome. ``status``: ``audited`` | ``refused`` (the release refused both inputs: the message
+    is in ``refusal``) | ``refused-one-side`` (one input refused, the other released: the refusal itself
+    tells the neighbours apart, so the pair fails). ``claimed_epsilon``/``claimed_delta``: the release's total spend from its record."""
 
     pair: dict[str, Any]
     status: str
@@ -146,6 +147,8 @@ class PairAudit:
         name = self.pair["name"]
         if self.status == "refused":
             return f"{name}: refused ({self.refusal})"
+        if self.status == "refused-one-side":
+            return f"{name}: FAIL: one input refused, the other released ({self.refusal})"
         b = self.best
         claim = "none" if self.claimed_epsilon is None else f"{self.claimed_epsilon:g}"
         return (f"{name}: epsilon_lb {self.epsilon_lb:.3f} ({b.attacker if b else '-'}) vs claimed {claim}, "
@@ -298,6 +301,7 @@ def default_pairs(*, quick: bool = False, seed: int = 0, epsilon: float = 1.0, t
         make_pair("W+ 18x512 tiled float32, a = +-1", rng, dim=D, space="wp", num_layers=L, **wp),
         make_pair("W+ 18x512 mixed layers float32, a = +-1", rng, dim=D, space="wp", num_layers=L,
                   mixed_layers=True, **wp),
+        make_pair("W float32, a = 10 vs 600 (record norm above 512)", rng, dim=D, a0=10.0, a1=600.0, **e),
     ]
 
 
@@ -592,11 +596,18 @@ def audit_artifact(pairs: Sequence[NeighbourPair] | None = None, *, trials: int 
         # a batch's dot products in another order than a single row's, which moves last bits)
         consistent = _batch_consistent(pair, pair.x0, release, read_input)
         rows = chunk if consistent is True else 1
-        try:
-            files = [_release_files(pair, x, n_rel, release=release, noise=noise, read_input=read_input,
-                                    chunk=rows) for x in (pair.x0, pair.x1)]
-        except (InputError, ConfigError) as exc:
-            results.append(PairAudit(pair.describe(), "refused", refusal=str(exc),
+        files, refusals = [], []
+        for x in (pair.x0, pair.x1):
+            try:
+                files.append(_release_files(pair, x, n_rel, release=release, noise=noise, read_input=read_input,
+                                            chunk=rows))
+            except (InputError, ConfigError) as exc:
+                refusals.append(str(exc))
+        if refusals:
+            # refusing both is a valid answer; refusing one only publishes which side of the check the private
+            # input was on (a distinguishing event of probability 1)
+            status = "refused" if len(refusals) == 2 else "refused-one-side"
+            results.append(PairAudit(pair.describe(), status, refusal=refusals[0],
                                      seconds=time.perf_counter() - t0))
             if progress:
                 progress(results[-1])
