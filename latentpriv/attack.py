@@ -109,7 +109,7 @@ def accuracy_bound(epsilon: float | None, delta: float = 0.0, *, majority: float
         raise ConfigError(f"accuracy_bound: need epsilon > 0 (got {epsilon}), 0 <= delta < 1 (got {delta}), "
                           f"0.5 <= majority <= 1 (got {majority})")
     # e^eps / (1 + e^eps) written as a logistic, which does not overflow for large epsilon
-    dp = 1.0 / (1.0 + math.exp(-epsilon)) + delta / (1.0 + math.exp(epsilon))
+    dp = 1.0 / (1.0 + math.exp(-epsilon)) + delta / (1.0 + math.exp(min(epsilon, 700.0)))
     return min(1.0, max(dp, majority + (1.0 - majority) * delta))
 
 
