@@ -378,8 +378,9 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
 #: Unit roundoff of float32, the coarsest input precision whose rounding the float-level relation covers.
 FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
 #: Default bound M on a record's L2 (Frobenius, over all W+ layers) norm: StyleGAN W rows have norm ~20-40,
-#: W+ records ~100-170, dcgan64 Z ~10. Larger records are outside the release's domain (refused).
-DEFAULT_MAX_NORM = 512.0
+#: W+ records ~100-170, dcgan64 Z ~10. Larger records are outside the release's domain (refused). The
+#: dither's sigma is proportional to M (0.016 per number at 256).
+DEFAULT_MAX_NORM = 256.0
 #: The residual dither's budget, added to every release by basic composition.
 DEFAULT_DITHER_EPSILON = 0.01
 DEFAULT_DITHER_DELTA = 1e-10
