@@ -11,16 +11,7 @@ from click.testing import CliRunner
 
 from latentpriv import covariance as C
 from latentpriv.errors import AssetError, InputError
-
-try:  # the release's own split (lead's issue 11 work); a local copy of the contract until it lands
-    from latentpriv.privacy.mechanisms import split_basis
-except ImportError:  # pragma: no cover - removed once mechanisms.split_basis exists
-    def split_basis(directions, covariance=None):
-        N = np.atleast_2d(np.asarray(directions, dtype=np.float64))
-        if covariance is None:
-            return N.copy()
-        NS = N @ covariance
-        return np.linalg.solve(NS @ N.T, NS)
+from latentpriv.privacy.mechanisms import split_basis
 
 
 def _gaussian(dim: int, seed: int):
