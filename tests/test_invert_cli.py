@@ -17,10 +17,12 @@ from latentpriv.cli import cli
 from latentpriv.errors import AssetError, InputError
 
 ITERATIONS = 80
-# Self-consistency PSNR floor for a 32 px synthetic generator after ITERATIONS default-preset steps. The start
-# (w_avg) renders at ~10-14 dB; in docs/BENCHMARKS.md ("Quality per wall time (CPU)", 32 px, 64 channels) the
-# default passes 21.6 dB at step 75 and 22.5 dB at step 100, so 20 dB at step 80 leaves ~1.5 dB of margin.
-PSNR_FLOOR = 20.0
+# Self-consistency PSNR floor for this test's generator (32 px, 32 channels, synthetic seed 3) after ITERATIONS
+# default-preset steps. Measured over 40 targets (mapping of randn seeds 0-39, torch 2.14.1, CPU): PSNR min
+# 18.76, 5th percentile 18.76, median 20.4, max 21.86 dB; this test's seed 7 gave 20.07 here and 19.83 on
+# another machine (float summation order moves one seed by ~0.3 dB). 17 dB is 1.8 dB under the lowest of
+# the 40 and still far above the start (w_avg renders the 40 targets at 10.2-13.2 dB).
+PSNR_FLOOR = 17.0
 
 
 @pytest.fixture(scope="module", autouse=True)
