@@ -105,11 +105,15 @@ class ItemOutput:
             ``bytes`` are written as they are. Every suffix must be one of the task's ``output_suffixes``.
         record: provenance for the sidecar JSON (the engine adds a ``"batch"`` section).
         metrics: small JSON-able numbers for ``results.jsonl`` (loss, PSNR, epsilon spent, ...).
+        on_written: called once every output is on disk (e.g. commit a pending ledger charge);
+            on_failed: called when writing failed before the outputs reached disk (cancel it).
     """
 
     files: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    on_written: Callable[[], None] | None = None
+    on_failed: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ class BatchTask:
         fingerprint_key: for secret inputs (true latents): the sidecar then records a keyed HMAC of
             the input instead of its sha256, so a released record does not let anyone test a guessed
             input. Keep the key private (e.g. beside the privacy ledger).
+        sidecar_first: write the sidecar (with the outputs' precomputed sha256) *before* the outputs, so
+            the last output's rename is the moment the item becomes complete (``.npy``/bytes outputs only).
+            A privacy release needs this: a crash can then never leave a released file that a rerun
+            would not recognise and release again.
     """
 
     name: str
@@ -153,6 +161,7 @@ class BatchTask:
     retry_alone: bool = True
     output_dirs: Mapping[str, Path] = field(default_factory=dict)
     fingerprint_key: bytes | None = None
+    sidecar_first: bool = False
 
     def __post_init__(self) -> None:
         if not self.output_suffixes:
@@ -428,6 +437,19 @@ def check_complete(task: BatchTask, outdir: Path, item: BatchItem, config_hash: 
     return None
 
 
+def _encode(path: Path, content: Any) -> bytes:
+    """The bytes :func:`_write_file` writes for ``.npy`` arrays and raw ``bytes`` (for ``sidecar_first``)."""
+    if isinstance(content, (bytes, bytearray)):
+        return bytes(content)
+    if path.suffix.lower() == ".npy":
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(np.asarray(content)), allow_pickle=False)
+        return buf.getvalue()
+    raise TypeError(f"sidecar_first tasks write .npy or bytes outputs, not {type(content).__name__} ({path.name})")
+
+
 def _write_file(path: Path, content: Any) -> None:
     suffix = path.suffix.lower()
     if isinstance(content, (bytes, bytearray)):
@@ -554,6 +576,9 @@ class _Runner:
             raise RuntimeError(f"task {self.task.name} returned outputs {sorted(out.files)} for {item.name}, "
                                f"expected {sorted(paths)}")
         sidecar = self.task.sidecar_path(self.outdir, item)
+        if self.task.sidecar_first:
+            self._write_sidecar_first(item, out, paths, sidecar, seconds)
+            return
         with self.guard.critical():
             with contextlib.suppress(FileNotFoundError):
                 sidecar.unlink()  # an old sidecar must not vouch for the new outputs while they are written
@@ -561,18 +586,51 @@ class _Runner:
             for suffix, path in paths.items():
                 _write_file(path, out.files[suffix])
                 hashes[path.name] = sha256_file(path)
-            record = dict(_sanitize(out.record))
-            record["batch"] = {
-                "command": self.task.name,
-                "input": item.name,
-                ("input_hmac_sha256" if self.task.fingerprint_key else "input_sha256"): item.fingerprint,
-                "config_sha256": self.config_hash,
-                "seed": item.seed,
-                "outputs": hashes,
-                "run_id": self.run_id,
-                "written": _now(),
-            }
-            write_json(sidecar, record)
+            write_json(sidecar, self._sidecar_record(item, out, hashes))
+            if out.on_written is not None:
+                out.on_written()
+            self.record(item, "ok", seconds=seconds, metrics=out.metrics, outputs=[*hashes, sidecar.name])
+
+    def _sidecar_record(self, item: BatchItem, out: ItemOutput, hashes: dict[str, str]) -> dict[str, Any]:
+        record = dict(_sanitize(out.record))
+        record["batch"] = {
+            "command": self.task.name,
+            "input": item.name,
+            ("input_hmac_sha256" if self.task.fingerprint_key else "input_sha256"): item.fingerprint,
+            "config_sha256": self.config_hash,
+            "seed": item.seed,
+            "outputs": hashes,
+            "run_id": self.run_id,
+            "written": _now(),
+        }
+        return record
+
+    def _write_sidecar_first(self, item: BatchItem, out: ItemOutput, paths: dict[str, Path], sidecar: Path,
+                             seconds: float) -> None:
+        """Sidecar (with the precomputed hashes), then the outputs, then ``on_written``: shielded from signals.
+
+        Until the last output is renamed into place the item is incomplete (its hash does not match), and
+        ``on_failed`` runs if writing fails before that; once it is, a failure later leaves any pending
+        charge for the ledger's recovery, which finds the output with its recorded sha256.
+        """
+        from latentpriv.io import atomic_write
+
+        with self.guard.critical():
+            written = False
+            try:
+                encoded = {suffix: _encode(path, out.files[suffix]) for suffix, path in paths.items()}
+                hashes = {paths[s].name: hashlib.sha256(b).hexdigest() for s, b in encoded.items()}
+                write_json(sidecar, self._sidecar_record(item, out, hashes))
+                for suffix, path in paths.items():
+                    with atomic_write(path) as fh:
+                        fh.write(encoded[suffix])
+                written = True
+                if out.on_written is not None:
+                    out.on_written()
+            except BaseException:
+                if not written and out.on_failed is not None:
+                    out.on_failed()
+                raise
             self.record(item, "ok", seconds=seconds, metrics=out.metrics, outputs=[*hashes, sidecar.name])
 
     def fail(self, item: BatchItem, exc: BaseException, seconds: float) -> None:
@@ -872,14 +930,19 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
                    space: str | None = None, layers: str | None = None, model: str = "stylegan_ffhq",
                    weights: str | None = None, device: Any = "cpu", ledger_path: Path | None = None,
                    max_epsilon: float | None = None, force: bool = False, seed: int | None = None,
-                   warn: Callable[[str], None] | None = None) -> BatchTask:
+                   warn: Callable[[str], None] | None = None, decorrelate: bool | None = None,
+                   max_norm: float | None = None, subject: str | None = None, label: str | None = None,
+                   ledger: Any = None) -> BatchTask:
     """The ``privatize`` command as a :class:`BatchTask`: ``STEM.npy -> STEM_private.npy + STEM_private.json``.
 
     Same options and same release as ``latentpriv privatize FILE`` (its helpers and
     :func:`~latentpriv.privacy.release.accounted_release` are reused): directions
-    resolved per latent space, the ledger checked and appended under its file lock for each file (so
-    several processes share one ledger safely), the ledger line written *before* the output (a crash
-    in between over-counts, never under-counts). With ``seed`` each file gets its own seeded noise
+    resolved per latent space; for each file the budget is checked and a pending charge filed in one ledger
+    transaction (several processes share one ledger safely), the noise drawn, the sidecar and then the
+    output written (``sidecar_first``: the output's rename completes the item) and the charge committed; a
+    failed write cancels it, and after a crash the ledger's recovery commits it only if the output exists
+    with the sha256 recorded before the write. ``ledger``: an open
+    :class:`~latentpriv.privacy.ledger.Ledger` (default: one at ``ledger_path``). With ``seed`` each file gets its own seeded noise
     (``item_seed(seed, name)``), never one stream shared by all files. Files are processed one at a
     time and never retried within a run (a release is a side effect). Inputs are true latents, so the
     sidecar (the release record) identifies its input by an HMAC under a key kept beside the ledger
@@ -894,6 +957,7 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
         parse_layers,
         parse_split,
         resolve_center,
+        resolve_covariance,
         validate_common,
     )
     from latentpriv.privacy.ledger import Ledger
@@ -913,22 +977,25 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     if n_dirs == 0:
         raise InputError("no direction given; use --attr NAME (e.g. smile) or --boundary FILE")
     params = ReleaseParams(mechanism=mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius,
-                           epsilon_split=split, noise_clip=noise_clip, layers=layer_idx)
+                           epsilon_split=split, noise_clip=noise_clip, layers=layer_idx,
+                           **({} if max_norm is None else {"max_norm": max_norm}))
     spend = params.spend(n_dirs, make_noise_source(seed))  # validates the settings before any file is read
-    ledger = Ledger(ledger_path)
+    ledger = ledger if ledger is not None else Ledger(ledger_path)
     if warn is not None:
         if mechanism == "seed":
             warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
         if seed is not None:
             warn(f"--seed {seed}: reproducible numpy noise (one seed per file), NOT for release")
-    directions: dict[tuple[str, int], tuple[np.ndarray, list[Any], np.ndarray, str]] = {}
+    directions: dict[tuple[str, int], tuple[np.ndarray, list[Any], np.ndarray, str, Any]] = {}
 
     def directions_for(sp: str, dim: int):
         if (sp, dim) not in directions:
             dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
                                               model=model, space=sp, dim=dim)
             centers, center_mode = resolve_center(center_v, dirs, sp, G)
-            directions[(sp, dim)] = (dirs, bounds, centers, center_mode)
+            cov = resolve_covariance(decorrelate if mechanism != "seed" else False, weights or model, sp,
+                                     device=str(device), warn_fn=warn)
+            directions[(sp, dim)] = (dirs, bounds, centers, center_mode, cov)
         return directions[(sp, dim)]
 
     def load(item: BatchItem) -> Any:
@@ -947,22 +1014,24 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
         return outs
 
     def release(item: BatchItem, inp: Any) -> ItemOutput:
-        dirs, bounds, centers, center_mode = directions_for(inp.space, int(inp.latent.shape[-1]))
+        dirs, bounds, centers, center_mode, cov = directions_for(inp.space, int(inp.latent.shape[-1]))
         output = outdir / f"{item.stem}_private.npy"
         info = {"input": str(item.path), "output": str(output), "space": inp.space, "model": model,
                 "center_mode": center_mode, "boundaries": [b.info() for b in bounds], "conditions": list(conditions)}
         if G is not None:
             info["generator"] = G.info()
-        # the engine writes the outputs after this returns: still after the ledger line (over-count on a crash)
+        # the charge stays pending until the engine has written the output (on_written commits it)
         rel = accounted_release(inp.latent, dirs, params=params, noise=make_noise_source(item.seed), ledger=ledger,
                                 center=centers, attributes=[b.attribute or b.name for b in bounds],
                                 max_epsilon=max_epsilon, force=force, record_info=info,
                                 ledger_info={"input_file": str(item.path), "output": str(output),
-                                             "batch_item": item.name}, warn=warn)
+                                             "batch_item": item.name}, warn=warn, covariance=cov, model=model,
+                                space=inp.space, subject=subject, output=output, output_shape=inp.raw_shape,
+                                label=label, defer=True)
         metrics = {"epsilon": spend.epsilon, "delta": spend.delta, "rows": len(rel.keys),
                    "epsilon_total": rel.worst_epsilon}
         return ItemOutput(files={"_private.npy": rel.latent.reshape(inp.raw_shape)}, record=rel.record,
-                          metrics=metrics)
+                          metrics=metrics, on_written=rel.commit, on_failed=rel.cancel)
 
     def verify(item: BatchItem, paths: dict[str, Path]) -> None:
         from latentpriv.io import load_npy
@@ -975,11 +1044,12 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
         "clip_radius": clip_radius, "center": center, "epsilon_split": split, "noise_clip": noise_clip,
         "space": space, "layers": layer_idx, "model": model, "attrs": list(attrs), "conditions": list(conditions),
         "boundary_files": boundary_hashes, "weights": weights if center_v == "auto" else None, "seed": seed,
+        "decorrelate": decorrelate, "max_norm": max_norm,
     }
     key = secret_key(ledger.path.with_name(ledger.path.name + ".batch-key"))
     return BatchTask(name="privatize", input_suffixes=(".npy",), output_suffixes=("_private.npy",),
                      sidecar_suffix="_private.json", load=load, process=process, config=config, verify=verify,
-                     retry_alone=False, fingerprint_key=key)
+                     retry_alone=False, fingerprint_key=key, sidecar_first=True)
 
 
 def _content_id(source: Any) -> str | None:
@@ -1117,10 +1187,28 @@ def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto",
     """``latentpriv privatize DIR -o OUTDIR``: every ``.npy`` of DIR, one shared ledger, resumable.
 
     ``options`` are :func:`privatize_task`'s (the command's options); warnings are shown on rank 0 only.
+    A ledger that lies in the input or output folder is refused. However the run ends (done, failed,
+    SIGTERM), the charges this process left pending are resolved before it exits: committed where the
+    output reached disk with its recorded sha256, cancelled otherwise.
     """
-    def build(dist: Any) -> BatchTask:
-        return privatize_task(outdir=Path(outdir), device=dist.device, seed=seed,  # type: ignore[arg-type]
-                              warn=warn if dist.is_main else None, **options)
+    from latentpriv.privacy.ledger import Ledger
+    from latentpriv.privacy.release import check_ledger_path
 
-    return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
-                   batch_size=1, overwrite=overwrite, seed=seed)
+    opened: list[Any] = []
+    if outdir is not None:
+        check_ledger_path(Ledger(options.get("ledger_path")), folders=[input_dir, outdir])
+
+    def build(dist: Any) -> BatchTask:
+        ledger = Ledger(options.pop("ledger_path", None))
+        opened.append(ledger)
+        return privatize_task(outdir=Path(outdir), device=dist.device, seed=seed,  # type: ignore[arg-type]
+                              warn=warn if dist.is_main else None, ledger=ledger, **options)
+
+    try:
+        return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
+                       batch_size=1, overwrite=overwrite, seed=seed)
+    finally:
+        for ledger in opened:
+            with contextlib.suppress(Exception):   # never mask the run's own exit (143 on SIGTERM)
+                ledger.recover(own=True)
+            ledger.close()

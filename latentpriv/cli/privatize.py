@@ -212,10 +212,16 @@ def privacy_options(f):
                      help="Generator weights for rendering / --center auto (default: --model's registered weights)."),
         click.option("--device", default="auto", show_default=True, help="Device for rendering: auto, cpu, cuda[:N]."),
         click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Privacy ledger (default $LATENTPRIV_LEDGER or ~/.local/share/latentpriv/ledger.jsonl)."),
+                     help="Privacy ledger, a SQLite file on a local disk (default $LATENTPRIV_LEDGER or "
+                          "~/.local/share/latentpriv/ledger.sqlite); never an input or output of the run."),
         click.option("--max-epsilon", type=float, default=None,
                      help="Refuse a release that would bring any input's total epsilon above this."),
         click.option("--force", is_flag=True, help="Release even past --max-epsilon (recorded as forced)."),
+        click.option("--subject", default=None, metavar="ID",
+                     help="Charge the budget of this person instead of the latent's own face key: use one ID for "
+                          "every inversion of one person's photos (re-inversions give other latents)."),
+        click.option("--label", default=None, metavar="TEXT", help="A note stored with the ledger entry "
+                                                                    "(shown by `latentpriv ledger show`)."),
         click.option("--decorrelate/--no-decorrelate", default=None,
                      help="Oblique split u = Sigma n / (n^T Sigma n) with the model's latent covariance Sigma, so "
                           "the released residual is linearly uncorrelated with the protected coordinate. Default: "
@@ -272,8 +278,8 @@ def default_output(path: Path) -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON on stdout.")
 def privatize(input_path: Path, epsilon: float, output: Path | None, render: Path | None, attrs, boundary_files,
               conditions, mechanism, delta, clip_radius, center, epsilon_split, noise_clip, space, layers, model,
-              weights, device, ledger_path, max_epsilon, force, decorrelate, max_norm, seed, overwrite,
-              as_json) -> None:
+              weights, device, ledger_path, max_epsilon, force, subject, label, decorrelate, max_norm, seed,
+              overwrite, as_json) -> None:
     """Release INPUT (a latent .npy) with its attribute coordinates privatised.
 
     Each row of INPUT is one face (local DP). The record (.json beside the output) states the guarantee;
@@ -289,7 +295,7 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     from latentpriv.io import save_image, save_npy, write_json
     from latentpriv.privacy.ledger import Ledger
     from latentpriv.privacy.noise import make_noise_source
-    from latentpriv.privacy.release import ReleaseParams, accounted_release
+    from latentpriv.privacy.release import ReleaseParams, accounted_release, check_ledger_path
 
     if input_path.is_dir():
         # a folder: the batch engine (torchrun shards, one shared ledger, verified resume, results.jsonl)
@@ -302,7 +308,7 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
                       mechanism=mechanism, delta=delta, clip_radius=clip_radius, center=center,
                       epsilon_split=epsilon_split, noise_clip=noise_clip, space=space, layers=layers, model=model,
                       weights=weights, ledger_path=ledger_path, max_epsilon=max_epsilon, force=force,
-                      decorrelate=decorrelate, max_norm=max_norm)
+                      decorrelate=decorrelate, max_norm=max_norm, subject=subject, label=label)
         return
     delta_v = validate_common(mechanism, delta, max_epsilon)
     center_v = parse_center(center)
@@ -344,6 +350,7 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
              "anyone can replay the noise); for research only, never publish it")
 
     ledger = Ledger(ledger_path)
+    check_ledger_path(ledger, inputs=[input_path], outputs=[output, record_path, *render_paths])
 
     def commit(released: np.ndarray, record: dict) -> None:
         save_npy(output, released.reshape(inp.raw_shape))
@@ -357,7 +364,8 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
                             attributes=[b.attribute or b.name for b in bounds], max_epsilon=max_epsilon,
                             force=force, record_info=info,
                             ledger_info={"input_file": str(input_path), "output": str(output)},
-                            commit=commit, warn=warn, covariance=covariance)
+                            commit=commit, warn=warn, covariance=covariance, model=model, space=inp.space,
+                            subject=subject, output=output, output_shape=inp.raw_shape, label=label)
     record = rel.record
 
     if render_paths:
@@ -370,7 +378,9 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     click.echo(str(output))
     for p in render_paths:
         click.echo(str(p))
-    worst = "unbounded" if rel.worst_epsilon is None else f"{rel.worst_epsilon:.4g}"
+    why = sorted({t.reason for t in rel.totals.values() if t.reason})
+    worst = f"unbounded ({why[0]})" if rel.worst_epsilon is None and why else (
+        "unbounded" if rel.worst_epsilon is None else f"{rel.worst_epsilon:.4g}")
     g = record["guarantee"]
     claim = "no guarantee" if g["type"] == "none" else g["statement"]
     click.echo(f"{mechanism}: {claim}; ledger total for this input: epsilon {worst}"

@@ -90,7 +90,8 @@ def compose_grid(images: list[list[np.ndarray]], row_labels: list[str], col_labe
 @privacy_options
 def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int | None, attrs, boundary_files,
           conditions, mechanism, delta, clip_radius, center, epsilon_split, noise_clip, space, layers, model,
-          weights, device, ledger_path, max_epsilon, force, decorrelate, max_norm, seed, overwrite) -> None:
+          weights, device, ledger_path, max_epsilon, force, subject, label, decorrelate, max_norm, seed,
+          overwrite) -> None:
     """Render INPUT's privacy/utility grid: rows = epsilon, columns = independent releases.
 
     The first column is the original (so the picture itself is NOT a private release: it is for
@@ -99,9 +100,16 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
     """
     from latentpriv.boundaries import resolve_directions
     from latentpriv.io import save_image, write_json
-    from latentpriv.privacy.ledger import Ledger, row_keys, spend_from_calibration, total_of
+    from latentpriv.privacy.ledger import Ledger, spend_from_calibration, total_of
     from latentpriv.privacy.mechanisms import calibrate, clamp_only, privatize
     from latentpriv.privacy.noise import make_noise_source
+    from latentpriv.privacy.release import (
+        SEEDED_REASON,
+        ReleaseParams,
+        check_ledger_path,
+        reserve_release,
+        warn_forced,
+    )
 
     eps_list = parse_epsilons(epsilons)
     delta_v = validate_common(mechanism, delta, max_epsilon)
@@ -132,17 +140,24 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
         warn(f"--seed {seed}: reproducible numpy noise, NOT for release")
 
     names = [b.attribute or b.name for b in bounds]
-    keys = row_keys(inp.latent)
-    spends = [spend_from_calibration(calibs[e]) for e in finite for _ in range(samples)]
+    spends = [spend_from_calibration(calibs[e], unbounded=None if noise.for_release else SEEDED_REASON)
+              for e in finite for _ in range(samples)]
     ledger = Ledger(ledger_path)
+    check_ledger_path(ledger, inputs=[input_path], outputs=[output, record_path])
     release_id = uuid.uuid4().hex
     rows: list[np.ndarray] = []
     row_records = []
-    with ledger.transaction() as txn:
-        after = txn.check(keys, spends, max_epsilon=None if force else max_epsilon)
-        if force and max_epsilon is not None and any(t.epsilon is None or t.epsilon > max_epsilon
-                                                     for t in after.values()):
-            warn(f"--force: the input goes past --max-epsilon {max_epsilon:g}")
+    pending = None
+    if spends:   # every finite-epsilon sample is one release of the face: check and charge them (pending) first
+        params = ReleaseParams(mechanism=mechanism, epsilon=finite[0], delta=delta_v, clip_radius=clip_radius,
+                               epsilon_split=split, noise_clip=noise_clip, layers=layer_idx, max_norm=max_norm)
+        pending = reserve_release(ledger, inp.latent, dirs, params=params, spends=spends, center=centers, attributes=names,
+                              covariance=covariance, model=model, space=inp.space, subject=subject,
+                              max_epsilon=max_epsilon, force=force, command="sweep", output=output, label=label,
+                              info={"input_file": str(input_path), "output": str(output), "sweep": release_id},
+                              release_ids=[f"{release_id}-{i}" for i in range(len(spends))])
+        warn_forced(pending, max_epsilon, warn)
+    try:
         for e in eps_list:
             if math.isinf(e):
                 lat = clamp_only(inp.latent, dirs, clip_radius=clip_radius, center=centers, layers=layer_idx,
@@ -161,29 +176,29 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
             rec = res.record
             row_records.append({k: rec[k] for k in ("epsilon", "delta", "epsilon_per_direction", "noise",
                                                     "guarantee")})
-        for e in finite:
-            for _ in range(samples):
-                txn.append(keys, spend_from_calibration(calibs[e]),
-                           {"release_id": release_id, "input_file": str(input_path), "output": str(output),
-                            "attributes": names, "command": "sweep"}, forced=force)
-    # rendering is post-processing of what is already in the ledger: done outside the lock
-    original = render_latents(G, inp.latent, inp.space)[0]
-    images = [[original, *render_latents(G, r, inp.space)] for r in rows]
-    size = cell or min(int(images[0][0].shape[0]), 256)
-    title = (f"{mechanism} on {', '.join(names)} (B={clip_radius:g}, c={center_mode if center_v == 'auto' else center})"
-             + ("  [seeded: not for release]" if seed is not None else ""))
-    grid = compose_grid(images, [_label(e, delta_v) for e in eps_list],
-                        ["original", *[f"sample {i + 1}" for i in range(samples)]], cell=size, title=title)
-    sweep_total = total_of("sweep", spends)
-    write_json(record_path, {
-        "format": "latentpriv.sweep/1", "release_id": release_id, "input": str(input_path),
-        "output": str(output), "mechanism": mechanism, "samples": samples,
-        "epsilons": [None if math.isinf(e) else e for e in eps_list], "clip_radius": clip_radius,
-        "centers": centers.tolist(), "center_mode": center_mode, "space": inp.space, "model": model,
-        "boundaries": [b.info() for b in bounds], "conditions": list(conditions), "rows": row_records,
-        "releases": len(spends), "epsilon_spent": sweep_total.epsilon, "delta_spent": sweep_total.delta,
-        "note": "the grid shows the original in its first column: it is a research picture, not a release",
-        "sampler": noise.describe(), "generator": G.info(), "ledger": str(ledger.path),
-    })
-    save_image(output, grid)
+        original = render_latents(G, inp.latent, inp.space)[0]
+        images = [[original, *render_latents(G, r, inp.space)] for r in rows]
+        size = cell or min(int(images[0][0].shape[0]), 256)
+        title = (f"{mechanism} on {', '.join(names)} (B={clip_radius:g}, c={center_mode if center_v == 'auto' else center})"
+                 + ("  [seeded: not for release]" if seed is not None else ""))
+        grid = compose_grid(images, [_label(e, delta_v) for e in eps_list],
+                            ["original", *[f"sample {i + 1}" for i in range(samples)]], cell=size, title=title)
+        sweep_total = total_of("sweep", spends)
+        write_json(record_path, {
+            "format": "latentpriv.sweep/1", "release_id": release_id, "input": str(input_path),
+            "output": str(output), "mechanism": mechanism, "samples": samples,
+            "epsilons": [None if math.isinf(e) else e for e in eps_list], "clip_radius": clip_radius,
+            "centers": centers.tolist(), "center_mode": center_mode, "space": inp.space, "model": model,
+            "boundaries": [b.info() for b in bounds], "conditions": list(conditions), "rows": row_records,
+            "releases": len(spends), "epsilon_spent": sweep_total.epsilon, "delta_spent": sweep_total.delta,
+            "note": "the grid shows the original in its first column: it is a research picture, not a release",
+            "sampler": noise.describe(), "generator": G.info(), "ledger": str(ledger.path),
+        })
+        save_image(output, grid)
+    except BaseException:
+        if pending is not None:
+            ledger.cancel(pending)   # nothing was written: nothing is charged
+        raise
+    if pending is not None:
+        ledger.commit(pending)
     click.echo(str(output))
