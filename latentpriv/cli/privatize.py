@@ -146,15 +146,14 @@ def resolve_covariance(decorrelate: bool | None, model: str, space: str, *, devi
         return None
     try:
         cov = covariance_for(model, space, estimate=bool(decorrelate), device=device)
-    except (AssetError, InputError) as exc:
+    except (AssetError, InputError):
         if decorrelate:
             raise
-        cov, why = None, f"({exc})"
-    else:
-        why = f"(none cached; `latentpriv boundary covariance --model {model}` estimates it)"
+        cov = None  # e.g. the weights are absent: privatize itself needs no generator
     if cov is None and warn_fn is not None:
-        warn_fn(f"no latent covariance for model {model} {why}: orthogonal split, so the residual may still "
-                "predict the protected coordinate (see the record's residual_r2)")
+        warn_fn(f"no latent covariance known for {model}: orthogonal split, so the residual may still predict "
+                f"the protected coordinate; `latentpriv boundary covariance --model {model}` estimates it (needs "
+                "the model's weights), --no-decorrelate silences this")
     return cov
 
 
