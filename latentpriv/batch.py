@@ -342,19 +342,23 @@ def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
 
     line = json.dumps(record, sort_keys=False, default=json_default, allow_nan=False) + "\n"
     data = line.encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)   # the umask decides, like open()
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            os.close(fd)
+    except OSError as exc:   # full disk, read-only or vanished folder: one line, not a traceback
+        raise InputError(f"{path}: cannot append the run's record ({exc.strerror or exc}); "
+                         "free space or choose a writable output folder") from exc
 
 
 def read_results(outdir: str | os.PathLike, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -409,6 +413,8 @@ def check_complete(task: BatchTask, outdir: Path, item: BatchItem, config_hash: 
         recorded = batch["outputs"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"{sidecar.name} unreadable or not written by a batch run"
+    if not isinstance(batch, dict) or not isinstance(recorded, dict):   # an edited sidecar: redo, never crash
+        return f"{sidecar.name}: its batch section has the wrong types (edited?)"
     field_name = "input_hmac_sha256" if task.fingerprint_key else "input_sha256"
     if not item.fingerprint or batch.get(field_name) != item.fingerprint:
         return "input changed"
@@ -652,7 +658,10 @@ class _Runner:
                           time.perf_counter() - t0)
                 continue
             if not self.overwrite:
-                reason = check_complete(self.task, self.outdir, item, self.config_hash)
+                try:
+                    reason = check_complete(self.task, self.outdir, item, self.config_hash)
+                except Exception as exc:  # noqa: BLE001 - outputs we cannot verify are redone, never fatal
+                    reason = f"cannot verify ({type(exc).__name__})"
                 if reason is None:
                     with self.guard.critical():
                         self.record(item, "skipped", seconds=time.perf_counter() - t0, reason="complete")
@@ -738,7 +747,7 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         InputError: bad folder, no inputs, colliding names (raised on every rank).
         BatchInterrupted: SIGTERM/SIGINT arrived; finished items are complete on disk.
     """
-    from latentpriv.distributed import DistEnv, Distributed
+    from latentpriv.distributed import DistEnv, Distributed, RunLock
 
     if dist is None:
         import torch
@@ -752,12 +761,14 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
 
     # Rank 0 lists the folder and decides the run id; everyone gets the same plan (or the same error).
     plan: dict[str, Any]
+    lock = None   # rank 0 holds the output folder's run lock: two runs never write one folder at once
     if dist.is_main:
         try:
             names = list_inputs(input_dir, task.input_suffixes)
             _check_outdir(task, input_dir, outdir, names)
             outdir.mkdir(parents=True, exist_ok=True)
             run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+            lock = RunLock.acquire(outdir, run_id=run_id, command=task.name)
             plan = {"names": names, "run_id": run_id}
         except (LatentprivError, OSError) as exc:
             plan = {"error": _error_text(exc), "type": type(exc).__name__}
@@ -797,6 +808,12 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         exc.done = runner.finished
         log.warning("%s: rank %d interrupted after %d of its %d items; rerun the same command to resume",
                     task.name, dist.rank, runner.finished, n_mine)
+        if lock is not None:
+            lock.release()
+        raise
+    except BaseException:
+        if lock is not None:
+            lock.release()
         raise
     finally:
         guard.restore()
@@ -824,6 +841,8 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
     if dist.is_main:
         write_json(outdir / SUMMARY_NAME, summary.to_dict())
     dist.barrier()  # nobody leaves (and tears the group down) before the summary is on disk
+    if lock is not None:
+        lock.release()
     return summary
 
 

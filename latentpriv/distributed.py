@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -276,6 +277,7 @@ def init_distributed(device: str | torch.device | None = "auto", *, backend: str
     dev = device_for(env, device)
     if not env.is_distributed:
         return Distributed(env, dev, None, owns_group=False)
+    watch_parent()   # a rank stops when its launcher dies (see watch_parent)
     import torch.distributed as dist
 
     if not dist.is_available():
@@ -304,3 +306,160 @@ def init_distributed(device: str | torch.device | None = "auto", *, backend: str
     log.info("rank %d/%d (node %d, local rank %d) on %s, backend %s", env.rank, env.world_size,
              env.node_rank, env.local_rank, dev, chosen)
     return Distributed(env, dev, chosen, owns_group=True)
+
+
+# ----------------------------------------------------------------------------- launcher death, run lock
+#
+# torchrun's ranks are children of the launcher. If the launcher is killed (kill -9, a lost SSH session),
+# nothing tells the ranks: they keep running and writing, and a rerun started meanwhile races them. Each
+# rank therefore watches its parent: once it is gone the rank gets SIGTERM (the batch engine finishes the
+# item it is writing and stops), and if it has not exited after a grace period (e.g. stuck at a barrier
+# waiting for a dead peer) it is killed. A heartbeat thread checking os.getppid() is used rather than
+# prctl(PR_SET_PDEATHSIG), which fires when the *thread* that forked the rank exits, not the launcher.
+
+PARENT_POLL_S = 0.5
+ORPHAN_GRACE_ENV = "LATENTPRIV_ORPHAN_GRACE_S"
+DEFAULT_ORPHAN_GRACE_S = 30.0
+_watcher: Any = None
+
+
+def watch_parent(*, poll_s: float = PARENT_POLL_S, grace_s: float | None = None) -> bool:
+    """Stop this process when its parent (the torchrun launcher) dies: SIGTERM, then SIGKILL after a grace.
+
+    Idempotent; returns False when there is nothing to watch (the parent is already init). The grace is
+    ``$LATENTPRIV_ORPHAN_GRACE_S`` (default 30 s).
+    """
+    import signal
+    import threading
+    import time
+
+    global _watcher
+    parent = os.getppid()
+    if parent <= 1:
+        return False
+    if _watcher is not None and _watcher.is_alive():
+        return True
+    if grace_s is None:
+        try:
+            grace_s = float(os.environ.get(ORPHAN_GRACE_ENV, DEFAULT_ORPHAN_GRACE_S))
+        except ValueError:
+            grace_s = DEFAULT_ORPHAN_GRACE_S
+
+    def run() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        log.error("the launcher (pid %d) is gone: stopping this rank (pid %d)", parent, os.getpid())
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(max(0.0, grace_s))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _watcher = threading.Thread(target=run, name="latentpriv-parent-watch", daemon=True)
+    _watcher.start()
+    return True
+
+
+LOCK_NAME = ".latentpriv-run.lock"
+_HELD: dict[str, RunLock] = {}
+
+
+class RunLock:
+    """An exclusive lock on an output folder: one run writes it at a time.
+
+    The file ``FOLDER/.latentpriv-run.lock`` holds ``{"pid", "host", "started", "run_id", "command"}`` and
+    an ``fcntl`` lock for as long as the run lives. The kernel drops the lock when the process dies
+    (kill -9 included), so a lock file whose lock is free is stale and is taken over; its contents only
+    name the run that holds it in the error message.
+    """
+
+    def __init__(self, path: Path, fd: int, info: dict[str, Any]) -> None:
+        self.path, self._fd, self.info = path, fd, info
+
+    @classmethod
+    def acquire(cls, folder: str | os.PathLike, *, run_id: str = "", command: str = "") -> RunLock:
+        """Take ``folder``'s lock or raise :class:`InputError` naming the run that holds it."""
+        import fcntl
+
+        folder = Path(folder)
+        path = folder / LOCK_NAME
+        key = str(path.resolve())
+        previous = _HELD.pop(key, None)
+        if previous is not None:   # an earlier run of this same process ended without releasing (an error)
+            previous.release()
+        for _attempt in range(20):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as exc:
+                raise InputError(f"{folder}: cannot create the run lock {path.name} ({exc.strerror or exc}); "
+                                 "choose a writable output folder") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                cls._refuse(folder, fd, exc)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)   # we locked a file its holder had just released and removed: take the new one
+        else:
+            raise InputError(f"{folder}: could not take the run lock {path.name}; retry")
+        return cls._take(folder, path, key, fd, run_id=run_id, command=command)
+
+    @staticmethod
+    def _refuse(folder: Path, fd: int, exc: OSError) -> None:
+        """Raise the error that names the run holding ``folder``'s lock (read from the lock file)."""
+        import json
+
+        try:
+            holder = json.loads(os.pread(fd, 65536, 0).decode("utf-8", "replace") or "{}")
+        except ValueError:
+            holder = {}
+        os.close(fd)
+        who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}, "
+               f"run {holder.get('run_id', '?')}") if isinstance(holder, dict) else "unknown holder"
+        raise InputError(f"{folder}: another run is writing this folder ({who}); wait for it to finish, "
+                         "stop it, or choose another output folder") from exc
+
+    @classmethod
+    def _take(cls, folder: Path, path: Path, key: str, fd: int, *, run_id: str, command: str) -> RunLock:
+        import json
+        import socket
+
+        try:
+            stale = json.loads(os.pread(fd, 65536, 0).decode("utf-8", "replace") or "null")
+        except ValueError:
+            stale = None
+        if isinstance(stale, dict) and stale.get("pid"):
+            log.info("%s: taking over a stale run lock (pid %s on %s, run %s)", folder, stale.get("pid"),
+                     stale.get("host"), stale.get("run_id"))
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "run_id": run_id, "command": command}
+        data = (json.dumps(info) + "\n").encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        lock = cls(path, fd, info)
+        _HELD[key] = lock
+        return lock
+
+    def release(self) -> None:
+        """Drop the lock and remove the file (idempotent)."""
+        import contextlib
+        import fcntl
+
+        if self._fd < 0:
+            return
+        _HELD.pop(str(self.path.resolve()), None)
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)   # while still locked: nobody can have taken it in between
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = -1
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -159,7 +159,7 @@ def check_latent(array: np.ndarray, *, name: str, dim: int, num_layers: int | No
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_ENV = "LATENTPRIV_MAX_PIXELS"
 #: Formats :func:`load_image` decodes (others, e.g. EPS through Ghostscript, are refused).
-IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "BMP", "WEBP", "TIFF", "GIF", "PPM")
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF", "PPM")   # JPEG also opens MPO (phones)
 # EXIF orientation -> the transpose that shows the picture as a person sees it (as ImageOps.exif_transpose)
 _EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
                    6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
@@ -211,7 +211,8 @@ def load_image(path: str | os.PathLike, *, min_side: int | None = None,
         with warnings.catch_warnings():
             # our own limit replaces Pillow's decompression-bomb guard (which stays in force above it)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path, formats=IMAGE_FORMATS) as img:
+            Image.init()
+            with Image.open(path, formats=[f for f in IMAGE_FORMATS if f in Image.OPEN]) as img:
                 w, h = img.size
                 if w < 1 or h < 1:
                     raise InputError(f"{path}: image has no pixels")
