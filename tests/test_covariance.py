@@ -139,9 +139,15 @@ def test_estimate_rejects_missing_space_and_bad_num(synthetic_generator):
         C.estimate_covariance(G, space="w", num=1, heldout_num=10, generator=g)
 
 
-def test_cache_roundtrip_and_lookup(synthetic_checkpoint, tmp_path, monkeypatch):
+def _isolate_cache(monkeypatch, tmp_path):
+    """Only tmp_path/home is searched (not the user's cache, which may hold the same synthetic model's Sigma)."""
     monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.chdir(tmp_path)
+
+
+def test_cache_roundtrip_and_lookup(synthetic_checkpoint, tmp_path, monkeypatch):
+    _isolate_cache(monkeypatch, tmp_path)
     ckpt = synthetic_checkpoint(tmp_path, resolution=8)
     assert C.covariance_for(ckpt, "w", num=400, heldout_num=200) is None  # nothing cached, not asked to estimate
     made = C.covariance_for(ckpt, "w", num=400, heldout_num=200, estimate=True, device="cpu", batch_size=256)
@@ -198,8 +204,7 @@ def test_corrupt_cache_files_are_refused(tmp_path):
 def test_cli_covariance_estimates_caches_and_shows(synthetic_checkpoint, tmp_path, monkeypatch):
     from latentpriv.cli import cli as main
 
-    monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
+    _isolate_cache(monkeypatch, tmp_path)
     ckpt = synthetic_checkpoint(tmp_path, resolution=8)
     args = ["boundary", "covariance", "--model", str(ckpt), "--num", "500", "--heldout", "200", "--device", "cpu"]
     res = CliRunner().invoke(main, args)
