@@ -11,12 +11,15 @@ latentpriv/data/interfacegan), estimate the latent covariance (``latentpriv.cova
         [--stylegan stylegan_ffhq]   # real weights instead of the synthetic ones, if fetched
 
 A second estimate from independent samples (seed + 1) re-evaluates the oblique split, so that the split's
-own sampling error shows. About 3 minutes on 2 CPU cores (mapping network only); estimates are cached.
+own sampling error shows. About 3 minutes on 2 CPU cores (mapping network only). Estimates go to a temporary
+folder unless --use-cache (then they land in the normal cache, where `privatize` finds them and decorrelates
+by default).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -58,9 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--use-cache", action="store_true",
+                    help="Read and write the normal covariance cache instead of a temporary folder.")
     ap.add_argument("--stylegan", default=None, metavar="NAME|FILE",
                     help="StyleGAN weights to measure instead of the synthetic ones (e.g. stylegan_ffhq).")
     args = ap.parse_args(argv)
+    if not args.use_cache:
+        with tempfile.TemporaryDirectory() as home:
+            # weights are still found in ./weights and the user cache, which come after LATENTPRIV_HOME
+            os.environ["LATENTPRIV_HOME"] = home
+            return _measure(args)
+    return _measure(args)
+
+
+def _measure(args) -> int:
 
     from latentpriv.covariance import covariance_for, spectrum_summary
 
