@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_SEED",
     "FORMAT",
     "LatentCovariance",
+    "cache_dir_for_write",
     "cache_path",
     "cached_entries",
     "covariance_for",
@@ -52,8 +53,10 @@ __all__ = [
     "load_covariance",
     "model_sha256",
     "moments",
+    "read_covariance",
     "residual_r2",
     "save_covariance",
+    "spectrum_summary",
 ]
 
 #: Samples for Sigma by default: the standard error of a covariance entry is ~ sigma_i sigma_j / sqrt(N),
