@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""``latentpriv attack``: wall time at N = 1,000 on dcgan64, and the runs behind docs/PRIVACY.md's tables.
+
+    python scripts/bench_attack.py                       # timing run -> "Attack" section of docs/BENCHMARKS.md
+    python scripts/bench_attack.py --matrix              # dcgan64 + synthetic StyleGAN, decorrelation on/off
+    python scripts/bench_attack.py --num 40 --no-write   # smoke test
+
+Timing: one ``latentpriv attack --model dcgan64 --attr smile --attr mouth_open --num N`` at the default
+epsilons with OpenDP noise, run as a child process at ``nice 10``; reported are its wall time, its CPU time
+(user + system, from ``getrusage``), the machine's core count and its 1-minute load average sampled during
+the run (other jobs on the machine slow the wall time down; the CPU time is what the attack itself used).
+
+Matrix: the same command for dcgan64 (Z; decorrelation off and on) and for the spec's synthetic-weights
+StyleGAN cut to ``--synthetic-resolution`` px (W; InterFaceGAN's smile W boundary read from
+``$LATENTPRIV_SHARED/boundaries/interfacegan`` or ``../shared``; decorrelation off and on). The tables
+and figures go between markers into docs/PRIVACY.md's attack section and docs/images/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_START, BENCH_END = "<!-- bench_attack:start -->", "<!-- bench_attack:end -->"
+TABLE_START, TABLE_END = "<!-- attack_tables:start -->", "<!-- attack_tables:end -->"
+LIMIT_S = 600.0
+
+
+def _shared() -> Path:
+    return Path(os.environ.get("LATENTPRIV_SHARED", REPO.parent / "shared"))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def run_attack(args: list[str], outdir: Path, nice: int) -> dict:
+    """Run ``latentpriv attack ARGS -o OUTDIR`` niced; wall/CPU seconds and load averages seen meanwhile."""
+    cmd = [sys.executable, "-c", "from latentpriv.cli import main; main()", "attack", *args, "-o", str(outdir),
+           "--overwrite"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(10.0):
+            loads.append(os.getloadavg()[0])
+
+    t = threading.Thread(target=sample, daemon=True)
+    start = time.perf_counter()
+    t.start()
+    proc = subprocess.run(["nice", "-n", str(nice), *cmd], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    done.set()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise SystemExit(f"latentpriv attack failed ({proc.returncode}): {tail}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "load_min": min(loads, default=None), "load_max": max(loads, default=None),
+            "load_mean": sum(loads) / len(loads) if loads else None, "command": "latentpriv attack " + " ".join(args)}
+
+
+def _replace_between(path: Path, start: str, end: str, body: str, *, append_heading: str | None = None) -> None:
+    text = path.read_text()
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + (f"{append_heading}\n\n" if append_heading else "") + block + "\n"
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------- timing
+
+
+def timing(ns: argparse.Namespace) -> None:
+    out = Path(ns.workdir) / "timing"
+    args = ["--model", "dcgan64", "--attr", "smile", "--attr", "mouth_open", "--num", str(ns.num), "--seed", "0",
+            "--no-decorrelate"]
+    if ns.epsilons:
+        args += ["--epsilons", ns.epsilons]
+    r = run_attack(args, out, ns.nice)
+    (out / "run.json").write_text(json.dumps(r))
+    data = json.loads((out / "attack.json").read_text())
+    eps = ",".join(f"{e:g}" for e in data["epsilons"])
+    verdict = "under" if r["wall_s"] < LIMIT_S else "**over**"
+    load = (f"{r['load_min']:.1f}-{r['load_max']:.1f} (mean {r['load_mean']:.1f})"
+            if r["load_mean"] is not None else "not sampled")
+    print(json.dumps(r, indent=1))
+    body = f"""## Attack (`latentpriv attack`, `scripts/bench_attack.py`)
+
+N = {data['num']} dcgan64 test faces (+ {data['num_train']} training faces), attributes smile and mouth_open,
+epsilons {eps} (the defaults), Laplace with OpenDP noise, dlib identity and landmarks, LPIPS; run at
+`nice -n {ns.nice}` on {os.cpu_count()} cores ({_cpu_model()}), {datetime.date.today().isoformat()}.
+
+| wall time | CPU time of the run (user + system) | 1-min load average during the run | target |
+|---|---|---|---|
+| {r['wall_s']:.0f} s | {r['cpu_s']:.0f} s | {load} | {verdict} {LIMIT_S:.0f} s wall |
+
+The machine was shared with other jobs during this run (the load average above counts them): the wall time is
+what the run took on a busy machine; the CPU time is what the attack itself used, the better guide on an idle
+2-core machine (wall >= CPU / 2). Most of it is dlib's 128-d face embedding (about 80 ms per 64 px face on one
+core, {data['num']} x (1 + {len(data['epsilons'])}) faces) and the VGG16 forward pass for LPIPS.
+
+`{r['command']}`
+"""
+    if not ns.no_write:
+        _replace_between(REPO / "docs" / "BENCHMARKS.md", BENCH_START, BENCH_END, body)
+        print("wrote docs/BENCHMARKS.md")
+
+
+# ------------------------------------------------------------------------------------- matrix
+
+
+def _row(cfg: str, r: dict) -> str:
+    def acc(a: dict) -> str:
+        if a.get("accuracy") is None:
+            return "-"
+        return f"{a['accuracy']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]"
+
+    adv = r["adversaries"]
+    beats = [name for name in ("residual", "image")
+             if r["bound"] is not None and adv[name].get("ci") and adv[name]["ci"][0] > r["bound"]]
+    ident = r["identity"]
+    same = "-" if ident.get("same_person_rate") is None else f"{ident['same_person_rate']:.2f}"
+    reid = "-" if ident.get("reid_top1") is None else f"{ident['reid_top1']:.2f}"
+    lp = "-" if r["lpips_median"] is None else f"{r['lpips_median']:.3f}"
+    return (f"| {cfg} | {r['attribute']} | {r['epsilon']:g} | {r['bound']:.3f} | {acc(adv['coordinate'])} | "
+            f"{acc(adv['residual'])} | {acc(adv['image'])} | {same} | {reid} | {lp} | "
+            f"{', '.join(beats) or '-'} |")
+
+
+def matrix(ns: argparse.Namespace) -> None:
+    from latentpriv.models.synthetic import write_synthetic_checkpoint
+
+    work = Path(ns.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt = work / f"synthetic_{ns.synthetic_resolution}.pth"
+    if not ckpt.exists():
+        write_synthetic_checkpoint(ckpt, 0, resolution=ns.synthetic_resolution)
+    boundary = _shared() / "boundaries" / "interfacegan" / "stylegan_ffhq_smile_w_boundary.npy"
+    if not boundary.is_file():
+        raise SystemExit(f"{boundary}: missing; set LATENTPRIV_SHARED to the folder holding boundaries/interfacegan")
+    eps = ["--epsilons", ns.epsilons] if ns.epsilons else []
+    configs = [
+        ("dcgan64 Z, orthogonal", "dcgan64_orth", ["--model", "dcgan64", "--attr", "smile", "--attr", "mouth_open",
+                                                   "--num", str(ns.num), "--no-decorrelate"]),
+        ("dcgan64 Z, decorrelated", "dcgan64_dec", ["--model", "dcgan64", "--attr", "smile", "--attr", "mouth_open",
+                                                    "--num", str(ns.num), "--decorrelate"]),
+        (f"synthetic StyleGAN W ({ns.synthetic_resolution} px), orthogonal", "synth_orth",
+         ["--model", "stylegan_ffhq", "--weights", str(ckpt), "--boundary", str(boundary), "--num",
+          str(ns.synthetic_num), "--no-decorrelate"]),
+        (f"synthetic StyleGAN W ({ns.synthetic_resolution} px), decorrelated", "synth_dec",
+         ["--model", "stylegan_ffhq", "--weights", str(ckpt), "--boundary", str(boundary), "--num",
+          str(ns.synthetic_num), "--decorrelate"]),
+    ]
+    rows, notes = [], []
+    for label, key, args in configs:
+        if ns.only and key not in ns.only.split(","):
+            continue
+        out = work / key
+        timing_out = work / "timing"
+        if key == "dcgan64_orth" and ns.reuse_timing and (timing_out / "attack.json").is_file():
+            # the timing run is this configuration (seed 0, default epsilons): reuse it instead of rerunning
+            out = timing_out
+            r = json.loads((out / "run.json").read_text())
+        else:
+            r = run_attack([*args, *eps, "--seed", "0"], out, ns.nice)
+        data = json.loads((out / "attack.json").read_text())
+        print(f"{label}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU")
+        rows += [_row(label, x) for x in data["results"]]
+        skipped = "; ".join(f"{k}: {v}" for k, v in data["skipped"].items())
+        notes.append(f"- {label}: N = {data['num']} test + {data['num_train']} training faces, split "
+                     f"{data['split']}, image adversary on {data['image_features']}"
+                     + (f"; skipped {skipped}" if skipped else "") + f"; `{r['command']}`")
+        if not ns.no_write:
+            shutil.copyfile(out / "attack.png", REPO / "docs" / "images" / f"attack_{key}.png")
+    if ns.no_write:
+        print("\n".join(rows))
+        return
+    body = "\n".join([
+        "| run | attribute | epsilon | bound | coordinate | residual | image | same person | re-id top-1 | "
+        "LPIPS | beats the bound |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows, "", *notes])
+    _replace_between(REPO / "docs" / "PRIVACY.md", TABLE_START, TABLE_END, body)
+    print("wrote the tables into docs/PRIVACY.md")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--matrix", action="store_true", help="Run the docs/PRIVACY.md configurations instead.")
+    p.add_argument("--num", type=int, default=1000, help="dcgan64 test faces (default 1000).")
+    p.add_argument("--synthetic-num", type=int, default=500, help="Synthetic StyleGAN test faces (default 500).")
+    p.add_argument("--synthetic-resolution", type=int, default=32, help="Synthetic StyleGAN resolution (px).")
+    p.add_argument("--epsilons", default=None, help="Override the command's default epsilons.")
+    p.add_argument("--only", default=None, help="Matrix: comma-separated keys (dcgan64_orth, dcgan64_dec, ...).")
+    p.add_argument("--reuse-timing", action="store_true",
+                   help="Matrix: take dcgan64_orth from the timing run's output in --workdir (same command).")
+    p.add_argument("--nice", type=int, default=10, help="Niceness of the attack process (default 10).")
+    p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "latentpriv_bench_attack"),
+                   help="Where the runs write (default: a folder in the temp dir).")
+    p.add_argument("--no-write", action="store_true", help="Print only; leave docs/ alone.")
+    ns = p.parse_args(argv)
+    (matrix if ns.matrix else timing)(ns)
+
+
+if __name__ == "__main__":
+    main()
