@@ -125,6 +125,11 @@ def test_estimate_w_of_synthetic_stylegan_matches_explicit_samples(synthetic_gen
     np.testing.assert_allclose(stats.heldout_cov, np.cov(w[1000:].T), atol=1e-9)
     ev = np.linalg.eigvalsh(stats.cov)
     assert ev[-1] / ev[0] > 100  # StyleGAN's W is far from isotropic
+    # so the residual of the orthogonal split predicts random directions' coordinates (~0.9 measured);
+    # the oblique split with this Sigma does not, on the held-out sample
+    N = _orthonormal(2, G.w_dim, 4)
+    assert min(C.residual_r2(stats, N, split_basis(N))) > 0.5
+    assert max(C.residual_r2(stats, N, split_basis(N, stats))) <= 0.01
 
     z = C.estimate_covariance(G, space="z", num=1000, heldout_num=100, generator=torch.Generator().manual_seed(0))
     assert z.dim == G.z_dim and np.abs(z.cov - np.eye(G.z_dim)).max() < 0.3
