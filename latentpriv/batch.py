@@ -148,6 +148,8 @@ class BatchTask:
             the last output's rename is the moment the item becomes complete (``.npy``/bytes outputs only).
             A privacy release needs this: a crash can then never leave a released file that a rerun
             would not recognise and release again.
+        close: called by :func:`run_cli` on every rank once the run ends, however it ends, while the
+            process group still exists (e.g. settle the ledger's pending charges).
     """
 
     name: str
@@ -162,6 +164,7 @@ class BatchTask:
     output_dirs: Mapping[str, Path] = field(default_factory=dict)
     fingerprint_key: bytes | None = None
     sidecar_first: bool = False
+    close: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.output_suffixes:
@@ -898,6 +901,9 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
                 click.echo(f"Error: {task.name} {exc} after {exc.done} item(s) on this process; finished items "
                            f"are kept in {outdir}; rerun the same command to resume", err=True)
             raise SystemExit(exc.exit_code) from None
+        finally:
+            if task.close is not None:
+                task.close()
     if dist.is_main:
         if as_json:
             click.echo(json.dumps(summary.to_dict(), indent=2))
@@ -1206,28 +1212,46 @@ def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto",
     """``latentpriv privatize DIR -o OUTDIR``: every ``.npy`` of DIR, one shared ledger, resumable.
 
     ``options`` are :func:`privatize_task`'s (the command's options); warnings are shown on rank 0 only.
-    A ledger that lies in the input or output folder is refused. However the run ends (done, failed,
-    SIGTERM), the charges this process left pending are resolved before it exits: committed where the
-    output reached disk with its recorded sha256, cancelled otherwise.
+    A ledger that lies in the input or output folder is refused. Under torchrun rank 0 alone opens the
+    ledger and serves the other ranks (:mod:`latentpriv.privacy.ledger_remote`). However the run ends
+    (done, failed, SIGTERM: exit 143), the charges left pending are resolved before the process group
+    closes: committed where the output reached disk with its recorded sha256, cancelled otherwise.
     """
     from latentpriv.privacy.ledger import Ledger
     from latentpriv.privacy.release import check_ledger_path
 
-    opened: list[Any] = []
     if outdir is not None:
         check_ledger_path(Ledger(options.get("ledger_path")), folders=[input_dir, outdir])
 
     def build(dist: Any) -> BatchTask:
-        ledger = Ledger(options.pop("ledger_path", None))
-        opened.append(ledger)
-        return privatize_task(outdir=Path(outdir), device=dist.device, seed=seed,  # type: ignore[arg-type]
-                              warn=warn if dist.is_main else None, ledger=ledger, **options)
+        from latentpriv.privacy.ledger_remote import open_ledger
 
+        # under torchrun rank 0 alone opens the SQLite file; the other ranks ask it over the process group
+        ledger, server = open_ledger(options.pop("ledger_path", None), dist)
+
+        def close() -> None:
+            if server is not None:
+                server.close()              # every other rank has said goodbye (or the wait timed out)
+            if isinstance(ledger, Ledger):
+                with contextlib.suppress(Exception):   # never mask the run's own exit (143 on SIGTERM)
+                    ledger.recover(own=True)
+            ledger.close()
+
+        task = privatize_task(outdir=Path(outdir), device=dist.device, seed=seed,  # type: ignore[arg-type]
+                              warn=warn if dist.is_main else None, ledger=ledger, **options)
+        return dataclasses.replace(task, close=close)
+
+    def early_term(signum: int, frame: Any) -> None:
+        raise BatchInterrupted(signum)
+
+    # SIGTERM before the engine installs its own handler (start-up) or after it (summary) still exits 143
+    previous = (signal.signal(signal.SIGTERM, early_term)
+                if threading.current_thread() is threading.main_thread() else None)
     try:
         return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
                        batch_size=1, overwrite=overwrite, seed=seed)
+    except BatchInterrupted as exc:
+        raise SystemExit(exc.exit_code) from None
     finally:
-        for ledger in opened:
-            with contextlib.suppress(Exception):   # never mask the run's own exit (143 on SIGTERM)
-                ledger.recover(own=True)
-            ledger.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

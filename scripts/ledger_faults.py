@@ -226,8 +226,10 @@ def markdown(info: dict[str, Any]) -> str:
                      f"{sum(t['released_once'] == t['files'] == t['outputs'] for t in ts)} | "
                      f"{sum(len(t['charged_without_output']) for t in ts)} | {sum(t['pending'] for t in ts)} | "
                      f"{sum(t['ok'] for t in ts)} / {len(ts)} |")
-    lines += ["", "\"Killed in start-up\": the signal came before the command had filed anything (SIGTERM then "
-              "ends the process as Python's default does, -15: nothing was charged or written)."]
+    lines += ["", "\"Killed in start-up\": the signal came before the run had filed anything (exit 143, or -15 while "
+              "Python was still parsing the command, before the folder run installs its handler: nothing was "
+              "charged or written either way). A run on a full disk stops with an error once it cannot write its "
+              "own records; the files it never reached are released by the rerun."]
     d = info["disk"]
     if d.get("run"):
         f, r = d["full_disk"], d["read_only"]

@@ -6,13 +6,13 @@
 #
 #   EPSILON    privacy budget per face for this release (e.g. 1.0).
 #   NUM_PROCS  processes (default 1: privatizing is cheap; more run torchrun on this node). All of them
-#              append to the same ledger under its file lock, so no face can be released past
-#              --max-epsilon however the files are split.
+#              charge the same ledger (rank 0 opens it and serves the others), so no face can be
+#              released past --max-epsilon however the files are split.
 #
 # Examples:
 #   scripts/privatize_dir.sh latents/ private/ 1.0 -- --attr smile --max-epsilon 4
 #   scripts/privatize_dir.sh latents/ private/ 2.0 4 -- --attr age --mechanism gaussian --delta 1e-5 \
-#       --ledger /shared/ledger.jsonl
+#       --ledger /var/lib/me/ledger.sqlite
 #
 # Outputs: OUTDIR/STEM_private.npy and STEM_private.json (the release record) per input, plus
 # OUTDIR/results.jsonl and summary.json. Rerunning the same command skips (and does not spend budget
@@ -20,8 +20,8 @@
 # OUTDIR/logs/privatize-<time>.log. Exit status: 0 all released, 1 some failed (e.g. refused by the
 # ledger), 143 stopped by SIGTERM.
 #
-# Environment: PYTHON (default python3), NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT (several nodes;
-# the ledger must then be on a shared filesystem with working POSIX locks).
+# Environment: PYTHON (default python3), NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT (several nodes: only
+# rank 0 opens the ledger, on its local disk; the other ranks reach it over the process group).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=launch_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
