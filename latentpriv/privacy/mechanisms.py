@@ -601,9 +601,11 @@ def _residual_r2(covariance: Any, dirs: np.ndarray, u: np.ndarray) -> dict[str, 
                                           "`latentpriv boundary covariance --model M`)"}
     from latentpriv.covariance import residual_r2
 
-    return {"values": [float(v) for v in residual_r2(covariance, dirs, u)],
-            "heldout_samples": int(getattr(covariance, "heldout_num", 0)),
-            "model": getattr(covariance, "model", None)}
+    out = {"values": [float(v) for v in residual_r2(covariance, dirs, u)],
+           "heldout_samples": int(getattr(covariance, "heldout_num", 0)), "model": getattr(covariance, "model", None)}
+    if hasattr(covariance, "describe"):
+        out["covariance"] = covariance.describe()  # which Sigma (its sha256), from how many samples
+    return out
 
 
 def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, mechanism: str = "laplace",
