@@ -163,8 +163,12 @@ def docs(args: argparse.Namespace) -> int:
     path = args.file or ROOT / "docs" / "PRIVACY.md"
     text = path.read_text()
     i = text.find("\n" + SECTION + "\n")
-    head = text if i < 0 else text[:i]
-    path.write_text(head.rstrip("\n") + "\n\n" + section(reports))
+    if i < 0:  # first run: at the end of the file
+        head, tail = text, ""
+    else:      # replace this section only, up to the next "## " heading (others' sections stay)
+        j = text.find("\n## ", i + 1)
+        head, tail = text[:i], ("" if j < 0 else text[j:])
+    path.write_text(head.rstrip("\n") + "\n\n" + section(reports).rstrip("\n") + "\n" + tail)
     print(f"wrote {SECTION!r} into {path}")
     return 0
 
