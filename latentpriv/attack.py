@@ -60,6 +60,10 @@ RENDER_BATCH = 64            # latents rendered (and scored) per call: bounds me
 VGG_FEATURE_TAP = 29
 #: use landmark features when at least this fraction of the training renders has a face
 MIN_FACE_RATE = 0.5
+#: LPIPS compares renders at most this many pixels wide (larger ones are resized, as the research code does)
+LPIPS_MAX_SIDE = 256
+#: the originals' VGG taps are kept between epsilons while they take at most this much memory
+FEATURE_CACHE_BYTES = 1 << 30
 
 #: ``release(latent [N, D] or [N, L, D], epsilon) -> (released float32 latent, record)``
 Release = Callable[[np.ndarray, float], tuple[np.ndarray, dict]]
@@ -254,41 +258,58 @@ class _Faces:
 
 
 class _Perceptual:
-    """VGG16 taps of renders for LPIPS (against cached original features) and the image adversary."""
+    """VGG16 taps of renders, chunk by chunk: LPIPS of private vs original renders, and the image adversary's
+    pooled relu5_3 features.
 
-    def __init__(self, networks) -> None:
+    Renders larger than :data:`LPIPS_MAX_SIDE` are resized to it first (as ``evaluate --lpips-size``). The
+    originals' taps are computed once and kept (float16) while they fit in :data:`FEATURE_CACHE_BYTES`;
+    beyond that they are recomputed per epsilon, so memory stays bounded at any N and resolution.
+    """
+
+    def __init__(self, networks, originals: np.ndarray) -> None:
         self.networks = networks
+        self.originals = originals
+        side = min(originals.shape[1], LPIPS_MAX_SIDE)
+        self.size = None if side == originals.shape[1] else side
+        per_image = 2 * sum(c * (side // 2 ** i) ** 2 for i, c in enumerate((64, 128, 256, 512, 512)))
+        self.cache: list[list] | None = None
+        if per_image * originals.shape[0] <= FEATURE_CACHE_BYTES:
+            self.cache = [[f.half() for f in self._taps(originals[i:i + RENDER_BATCH])]
+                          for i in range(0, originals.shape[0], RENDER_BATCH)]
 
-    def features(self, images: np.ndarray, bar) -> list[list]:
+    def _taps(self, images: np.ndarray) -> list:
         import torch
 
         from latentpriv.metrics import to_tensor01
-        from latentpriv.perceptual import LPIPS_TAPS, imagenet_normalize
+        from latentpriv.perceptual import LPIPS_TAPS, imagenet_normalize, resize
 
-        out = []
         with torch.no_grad():
-            for i in range(0, images.shape[0], RENDER_BATCH):
-                x = to_tensor01(images[i:i + RENDER_BATCH]).to(self.networks.device)
-                out.append(self.networks.vgg(imagenet_normalize(x), LPIPS_TAPS))
-                bar.update(x.shape[0])
-        return out
+            x = resize(to_tensor01(images).to(self.networks.device), self.size, "bilinear", True)
+            return self.networks.vgg(imagenet_normalize(x), LPIPS_TAPS)
 
-    def lpips(self, feats_a: list[list], feats_b: list[list]) -> np.ndarray:
+    def _original_taps(self, chunk: int) -> list:
+        if self.cache is not None:
+            return [f.float() for f in self.cache[chunk]]
+        return self._taps(self.originals[chunk * RENDER_BATCH:(chunk + 1) * RENDER_BATCH])
+
+    def measure(self, private: np.ndarray, *, lpips: bool) -> tuple[np.ndarray | None, np.ndarray]:
+        """LPIPS ``[N]`` of ``private`` (aligned with the originals) when ``lpips``, and pooled features
+        ``[N, 512]``."""
         import torch
 
-        # LPIPS from cached backbone features: the originals' forward pass is done once, not per epsilon
-        from latentpriv.perceptual import _lpips_from_features
+        # LPIPS from the taps: the originals' forward pass is not repeated per epsilon
+        from latentpriv.perceptual import LPIPS_TAPS, _lpips_from_features
 
+        dists, pooled = [], []
+        tap = LPIPS_TAPS.index(VGG_FEATURE_TAP)
         with torch.no_grad():
-            return np.concatenate([_lpips_from_features(a, b, self.networks.lpips_lin).double().cpu().numpy()
-                                   for a, b in zip(feats_a, feats_b, strict=True)])
-
-    @staticmethod
-    def pooled(feats: list[list]) -> np.ndarray:
-        from latentpriv.perceptual import LPIPS_TAPS
-
-        i = LPIPS_TAPS.index(VGG_FEATURE_TAP)
-        return np.concatenate([f[i].mean(dim=(2, 3)).double().cpu().numpy() for f in feats])
+            for c, i in enumerate(range(0, private.shape[0], RENDER_BATCH)):
+                f = self._taps(private[i:i + RENDER_BATCH])
+                pooled.append(f[tap].mean(dim=(2, 3)).double().cpu().numpy())
+                if lpips:
+                    o = self._original_taps(c)
+                    dists.append(_lpips_from_features(f, o, self.networks.lpips_lin).double().cpu().numpy())
+        return (np.concatenate(dists) if lpips else None), np.concatenate(pooled)
 
 
 # ------------------------------------------------------------------------------------- the attack
@@ -372,8 +393,7 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
     if use_faces:
         lm_test, emb_test = fa.analyse(img_test, embed=True, bar=bar)
         lm_train, _ = fa.analyse(img_train, embed=False, bar=bar)
-    perc = _Perceptual(networks) if networks is not None else None
-    feats_test_orig = perc.features(img_test, _NullBar()) if perc is not None else None
+    perc = _Perceptual(networks, img_test) if networks is not None else None
     bar.close()
     del img_train
 
@@ -423,11 +443,11 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
             lm_priv, emb_priv = fa.analyse(img_priv, embed=True, bar=bar)
             if image_features == "landmarks":
                 lm_priv_train, _ = fa.analyse(img_priv_train, embed=False, bar=bar)
-        feats_priv = perc.features(img_priv, _NullBar()) if perc is not None else None
-        vgg_train = vgg_test = None
-        if image_features == "vgg16_relu5_3":
-            vgg_test = perc.pooled(feats_priv)
-            vgg_train = perc.pooled(perc.features(img_priv_train, _NullBar()))
+        lp = vgg_test = vgg_train = None
+        if perc is not None:
+            lp, vgg_test = perc.measure(img_priv, lpips=True)
+            if image_features == "vgg16_relu5_3":
+                vgg_train = perc.measure(img_priv_train, lpips=False)[1]
         bar.close()
         del img_priv, img_priv_train
 
@@ -441,7 +461,6 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
             x_img_train, x_img_test = vgg_train, vgg_test
         identity = _identity(emb_test, emb_priv) if use_faces else {
             "same_person_rate": None, "distance_median": None, "reid_top1": None, "skipped": skipped["faces"]}
-        lp = perc.lpips(feats_priv, feats_test_orig) if perc is not None else None
         lpips_median = float(np.median(lp)) if lp is not None else None
 
         for j, name in enumerate(names):
