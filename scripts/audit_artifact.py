@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     from latentpriv.io import sha256_file, write_json
     from latentpriv.privacy.artifact_audit import audit_artifact, default_pairs
 
-    pairs = default_pairs(quick=args.quick, epsilon=args.epsilon, trials_cap=args.cap, wp_cap=args.wp_cap)
-    if args.only:
-        pairs = [p for p in pairs if any(s in p.name for s in args.only)]
+    family = default_pairs(quick=args.quick, epsilon=args.epsilon, trials_cap=args.cap, wp_cap=args.wp_cap)
+    # --only: part of the search, still Bonferroni-corrected over all of it (its rows can replace a full run's)
+    pairs = [p for p in family if any(s in p.name for s in args.only)] if args.only else family
     done = []
     meta = {"label": args.label, "latentpriv": latentpriv.__file__, "version": latentpriv.__version__,
             "trials": args.trials, "lattice_trials": args.lattice_trials, "cap": args.cap, "wp_cap": args.wp_cap,
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, {**meta, "partial": True, "pairs": done})
 
     result = audit_artifact(pairs, trials=args.trials, lattice_trials=args.lattice_trials, read_input=cli_reader,
-                            progress=progress)
+                            progress=progress, family=family)
     report = {**meta, "partial": False, "seconds": round(time.perf_counter() - t0, 1), **result.as_dict()}
     write_json(args.json, report)
     print(f"{args.label}: largest lower bound {result.epsilon_lb:.3f}; tightness {result.tightness}; "
@@ -138,13 +138,17 @@ def section(reports: list[dict]) -> str:
              ""]
     for r in reports:
         when = r.get("started", "")
-        partial = " (interrupted: partial)" if r.get("partial") else ""
+        partial = " (partial: the run did not finish)" if r.get("partial") else ""
         secs = f", {r['seconds'] / 60:.0f} min" if "seconds" in r else ""
         ok = all(p["result"] == "PASS" for p in r["pairs"])
         parts.append(f"- **{r['label']}**{partial}: run {when}{secs} on {r.get('cpus')} CPU cores; "
                      f"largest lower bound {max((p['epsilon_lb'] for p in r['pairs']), default=0):.2f}; "
                      + ("every bound <= its claim." if ok else "bounds above the claim: FAIL."))
-        t = r.get("tightness") or {}
+        for rr in r.get("reruns", []):
+            parts.append(f"  Rerun {rr['started']} with {rr['trials']:,} releases per side: "
+                         + "; ".join(rr["pairs"]) + ".")
+        t = r.get("tightness") or next((p["checks"]["tightness"] for p in r["pairs"]
+                                        if "tightness" in p.get("checks", {})), {})
         if t:
             ratio = f" = {t['ratio']:.2f} x" if t.get("ratio") else ""
             parts.append(f"  Coordinate at the worst-case pair ({t['pair']}, {t['trials']:,} releases per side, "
@@ -158,8 +162,29 @@ def section(reports: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def merge(reports: list[dict]) -> list[dict]:
+    """One report per label: a later report's pairs replace the earlier ones of the same name (a rerun of
+    some pairs with more trials); the other fields come from the first report of the label."""
+    out: dict[str, dict] = {}
+    for r in reports:
+        if r["label"] not in out:
+            out[r["label"]] = {**r, "pairs": list(r["pairs"])}
+            continue
+        m = out[r["label"]]
+        for p in r["pairs"]:
+            names = [q["pair"]["name"] for q in m["pairs"]]
+            name = p["pair"]["name"]
+            if name in names:
+                m["pairs"][names.index(name)] = p
+            else:
+                m["pairs"].append(p)
+        m["reruns"] = [*m.get("reruns", []), {"pairs": [p["pair"]["name"] for p in r["pairs"]],
+                                              "trials": r.get("trials"), "started": r.get("started")}]
+    return list(out.values())
+
+
 def docs(args: argparse.Namespace) -> int:
-    reports = [json.loads(Path(p).read_text()) for p in args.reports]
+    reports = merge([json.loads(Path(p).read_text()) for p in args.reports])
     path = args.file or ROOT / "docs" / "PRIVACY.md"
     text = path.read_text()
     i = text.find("\n" + SECTION + "\n")
@@ -187,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--quick", action="store_true")
     r.add_argument("--only", nargs="*", default=None, help="run only pairs whose name contains one of these")
     d = sub.add_parser("docs", help="write the section of docs/PRIVACY.md from reports")
-    d.add_argument("reports", nargs="+", type=Path)
+    d.add_argument("reports", nargs="+", type=Path, help="run reports; a later one with the same label replaces "
+                                                         "the pairs it reran")
     d.add_argument("--file", type=Path, default=None, help="the Markdown file (default docs/PRIVACY.md)")
     args = ap.parse_args(argv)
     return run(args) if args.cmd == "run" else docs(args)

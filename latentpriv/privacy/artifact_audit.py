@@ -550,7 +550,8 @@ def _claim(record: dict) -> tuple[float | None, float, float | None]:
 def audit_artifact(pairs: Sequence[NeighbourPair] | None = None, *, trials: int = 20_000,
                    lattice_trials: int = 2_000, confidence: float = 0.95, attackers: Sequence[str] = ATTACKERS,
                    release: Release | None = None, read_input: Reader | None = None, noise: Any = None,
-                   chunk: int = 1_000, progress: Callable[[PairAudit], None] | None = None) -> ArtifactAuditResult:
+                   chunk: int = 1_000, progress: Callable[[PairAudit], None] | None = None,
+                   family: Sequence[NeighbourPair] | None = None) -> ArtifactAuditResult:
     """Audit the saved bytes of releases over ``pairs`` (default :func:`default_pairs`).
 
     Args:
@@ -568,6 +569,8 @@ def audit_artifact(pairs: Sequence[NeighbourPair] | None = None, *, trials: int 
         chunk: rows per release call, when a batch gives each row the bytes of a one-row release (checked per
             pair with a noiseless source; otherwise every file is released alone, as the CLI does).
         progress: called with each pair's :class:`PairAudit` as soon as it is done.
+        family: the pairs the Bonferroni correction counts (default ``pairs``): give the whole search when
+            auditing part of it, so that its bounds can stand beside the others'.
 
     Returns:
         :class:`ArtifactAuditResult`.
@@ -589,7 +592,7 @@ def audit_artifact(pairs: Sequence[NeighbourPair] | None = None, *, trials: int 
         noise = make_noise_source(None)
     grid = noise.grid_slack() if hasattr(noise, "grid_slack") else 2.0 ** -20
     # the number of tests is fixed by the configuration (not by the data): every applicable attacker x pair
-    n_tests = sum(1 for p in pairs for a in attackers if _applicable(a, p))
+    n_tests = sum(1 for p in (pairs if family is None else family) for a in attackers if _applicable(a, p))
     alpha = 1.0 - confidence
     results: list[PairAudit] = []
     tightness: dict[str, Any] = {}
@@ -641,6 +644,8 @@ def audit_artifact(pairs: Sequence[NeighbourPair] | None = None, *, trials: int 
             "batch_consistent": consistent,
             "rows_per_release": rows,
         }
+        if tightness.get("pair") == pair.name:
+            checks["tightness"] = tightness
         pa = PairAudit(pair.describe(), "audited", claimed_epsilon=eps, claimed_delta=delta,
                        coordinate_epsilon=coord_eps, trials=n_rel, lattice_trials=n_lat,
                        out_dtype=str(files[0].out.dtype), header=files[0].header[10:].decode("latin1").strip(),
