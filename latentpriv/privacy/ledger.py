@@ -43,8 +43,10 @@ import itertools
 import json
 import math
 import os
+import signal
 import socket
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -564,6 +566,30 @@ def _alive(pid: int | None, start: str | None) -> bool:
 _HOST = socket.gethostname()
 
 
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Defer SIGTERM/SIGINT while a ledger step runs (a transaction, a request to rank 0), then deliver them:
+    the step is never cut in half. Only the main thread can change handlers; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if got:
+            handler = previous[got[0]]
+            if callable(handler):
+                handler(got[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(got[0])
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
 
@@ -689,21 +715,27 @@ class Ledger:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction (waits up to ``busy_timeout_s`` for other writers)."""
+        """One ``BEGIN IMMEDIATE`` transaction (waits up to ``busy_timeout_s`` for other writers), shielded
+        from SIGTERM/SIGINT: a signal that arrives meanwhile takes effect once it has committed or rolled back."""
         con = self.connect()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise InputError(f"{self.path}: the ledger is locked by another process ({exc}) for more than "
-                             f"{self.busy_timeout_s:g} s; retry") from exc
-        try:
-            yield con
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
+        with shielded():
+            if con.in_transaction:   # left open by an exception between BEGIN and the block (never committed)
                 con.execute("ROLLBACK")
-            raise
-        else:
-            con.execute("COMMIT")
+            try:
+                con.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise InputError(f"{self.path}: the ledger is locked by another process ({exc}) for more than "
+                                 f"{self.busy_timeout_s:g} s; retry") from exc
+            try:
+                yield con
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    con.execute("ROLLBACK")
+                raise
+            else:
+                con.execute("COMMIT")
 
     # -- keys and public sets
     def public_sets(self, family: str, dim: int, con: sqlite3.Connection | None = None) -> list[tuple[str, np.ndarray]]:

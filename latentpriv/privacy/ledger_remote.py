@@ -80,8 +80,9 @@ class LedgerServer:
             except Exception as exc:
                 log.warning("ledger server: cannot answer rank %d: %s", sender, exc)
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Wait (up to ``timeout``) for every other rank's goodbye, then close the connection."""
+    def close(self, timeout: float = 20.0) -> None:
+        """Wait (up to ``timeout``, within torchrun's 30 s between SIGTERM and SIGKILL) for every other rank's
+        goodbye, then close the connection."""
         self.thread.join(timeout)
         if self.thread.is_alive():
             log.warning("ledger server: ranks %s did not finish; their pending charges are resolved now",
@@ -99,8 +100,11 @@ class RemoteLedger:
         self._closed = False
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        _send((method, args, kwargs), 0, self.group)
-        _, (ok, value) = _recv(0, self.group)
+        from latentpriv.privacy.ledger import shielded
+
+        with shielded():   # a request and its answer are never cut apart by SIGTERM
+            _send((method, args, kwargs), 0, self.group)
+            _, (ok, value) = _recv(0, self.group)
         if not ok:
             raise value
         return value
