@@ -140,10 +140,12 @@ def section(reports: list[dict]) -> str:
         when = r.get("started", "")
         partial = " (partial: the run did not finish)" if r.get("partial") else ""
         secs = f", {r['seconds'] / 60:.0f} min" if "seconds" in r else ""
-        ok = all(p["result"] == "PASS" for p in r["pairs"])
+        failed = [p["pair"]["name"] for p in r["pairs"] if p["result"] != "PASS"]
+        verdict = ("every bound <= its claim." if not failed else
+                   f"FAIL for {len(failed)} of {len(r['pairs'])} pairs" + (": " + "; ".join(failed) + "."
+                                                                            if len(failed) <= 3 else "."))
         parts.append(f"- **{r['label']}**{partial}: run {when}{secs} on {r.get('cpus')} CPU cores; "
-                     f"largest lower bound {max((p['epsilon_lb'] for p in r['pairs']), default=0):.2f}; "
-                     + ("every bound <= its claim." if ok else "bounds above the claim: FAIL."))
+                     f"largest lower bound {max((p['epsilon_lb'] for p in r['pairs']), default=0):.2f}; {verdict}")
         for rr in r.get("reruns", []):
             parts.append(f"  Rerun {rr['started']} with {rr['trials']:,} releases per side: "
                          + "; ".join(rr["pairs"]) + ".")

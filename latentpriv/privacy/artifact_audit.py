@@ -303,7 +303,7 @@ def default_pairs(*, quick: bool = False, seed: int = 0, epsilon: float = 1.0, t
         pair("k = 3 float32, along n_2", dim=D, k=3, moved=1, **e),
         pair("W gaussian (delta 1e-5) float32, a = +-1", dim=D, mechanism="gaussian", delta=1e-5,
              **e),
-        pair("W float32, a = 10 vs 600 (record norm above 512)", dim=D, a0=10.0, a1=600.0, **e),
+        pair("W float32, a = 10 vs 600 (record norm above max_norm)", dim=D, a0=10.0, a1=600.0, **e),
         pair("W+ 18x512 tiled float32, a = +-1", dim=D, space="wp", num_layers=L, **wp),
         pair("W+ 18x512 mixed layers float32, a = +-1", dim=D, space="wp", num_layers=L,
              mixed_layers=True, **wp),
