@@ -110,6 +110,10 @@ def test_cli_artifact_quick_library_release_within_claim(tmp_path):
             assert p["out_dtype"] == "float32" and p["checks"]["headers_equal"]
 
 
-def test_mechanism_mode_still_needs_epsilon():
+def test_cli_modes_refuse_each_others_options():
     r = CliRunner().invoke(cli, ["audit", "--mechanism", "laplace", "--seed", "0", "--trials", "1000"])
     assert r.exit_code == 2 and "--epsilon" in r.output
+    r = CliRunner().invoke(cli, ["audit", "artifact", "--quick", "--seed", "0"])
+    assert r.exit_code == 2 and "do not apply" in r.output
+    r = CliRunner().invoke(cli, ["audit", "--epsilon", "1", "--quick"])
+    assert r.exit_code == 2 and "audit artifact" in r.output

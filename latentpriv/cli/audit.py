@@ -87,11 +87,18 @@ def audit(mode: str, mechanism: str, epsilon: float | None, delta: float | None,
     neighbour pair of a search (dtypes, magnitudes outside the clamp, c != 0, k = 3, near-orthonormal
     directions, W+ layers, dcgan64 Z) as `latentpriv privatize` does, and lets attackers (the coordinate, a
     float-lattice sieve, replay, residual, grid, low bits) read only the bytes. A refused input is reported
-    as refused. It uses OpenDP's samplers, so the full run takes a while; --quick is a smoke test.
+    as refused. It uses OpenDP's samplers: the full search takes hours on 2 cores (scripts/audit_artifact.py caps the trials per pair);
+    --quick is a smoke test of a few small pairs.
     """
     if mode == "artifact":
+        if mechanism != "laplace" or delta is not None or clip_radius != 3.0 or noise_clip != 1.0 or seed is not None:
+            raise click.UsageError("audit artifact runs a fixed search of releases with OpenDP noise (laplace and "
+                                   "gaussian pairs, B = 3); --mechanism/--delta/--clip-radius/--noise-clip/--seed "
+                                   "do not apply")
         _artifact(epsilon, trials, lattice_trials, confidence, quick, output, as_json)
         return
+    if quick or lattice_trials is not None or output is not None:
+        raise click.UsageError("--quick, --lattice-trials and -o apply to `latentpriv audit artifact`")
     from latentpriv.cli.privatize import validate_common
     from latentpriv.privacy.audit import audit as run_audit
 
