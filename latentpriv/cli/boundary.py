@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from latentpriv.cli.options import with_threads
 from latentpriv.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def boundary() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Boundary .npy to write; its record goes to the same name with .json.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input).")
+@with_threads
 def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space, batch_size, device,
           latents_file, scores_file, save_samples, output, overwrite=False) -> None:
     """Train a boundary for ATTR the InterFaceGAN way and report its validation accuracy.

@@ -25,6 +25,7 @@ from typing import Any
 import click
 import numpy as np
 
+from latentpriv.cli.options import with_threads
 from latentpriv.errors import AssetError, ConfigError, InputError, LatentprivError
 
 log = logging.getLogger(__name__)
@@ -536,6 +537,7 @@ def _sweep(model: str, weights: str | None, latents_files: tuple[Path, ...], sam
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Sweep: write the privacy/utility figure (PNG) here.")
 @click.option("--overwrite", is_flag=True, help="Replace existing --json/--csv/--plot files (never an input).")
+@with_threads
 def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, space, json_path, csv_path, lpips,
              lpips_size, faces, device, sweep, weights, latents_files, samples, sample_seed, epsilons, mechanisms,
              delta, clip_radius, center, layers, seed, secure_noise, repeats, plot_path,

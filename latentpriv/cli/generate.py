@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from latentpriv.cli.options import model_option, with_threads
 from latentpriv.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ Examples:
   latentpriv generate ws.npy -o out/ --no-truncation     # N rows -> out/0000.png ... out/NNNN.png
   latentpriv generate wp.npy -o 'edit_{i:03d}.png'       # (N,18,512) W+ latents, never truncated
   latentpriv generate --seed 7 --num 8 -o samples/ --save-latent samples/z.npy
-  latentpriv generate w.npy -o face.png --weights synth.pth --device cpu
+  latentpriv generate --model dcgan64 --seed 7 --num 4 -o samples/   # the offline demo model (Z)
+  latentpriv generate w.npy -o face.png --model synth.pth --device cpu  # any checkpoint file
 """
 
 
@@ -62,8 +64,7 @@ def _output_paths(out: str, n: int) -> list[Path]:
 @click.argument("latent", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", "output", required=True,
               help="Image file (one latent), directory, or pattern with {i} (e.g. 'img_{i:04d}.png').")
-@click.option("--weights", default="stylegan_ffhq", show_default=True,
-              help="Generator checkpoint FILE or registered NAME (`latentpriv weights list`).")
+@model_option()
 @click.option("--space", type=click.Choice(["w", "wp", "z"], case_sensitive=False), default=None,
               help="Latent space. Default: W for 2-D (N,512) latents, W+ for 3-D (N,L,512); Z with --num.")
 @click.option("--truncation-psi", type=float, default=None,
@@ -82,6 +83,7 @@ def _output_paths(out: str, n: int) -> list[Path]:
 @click.option("--save-latent", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the rendered latents (e.g. the sampled Z) to this .npy file.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files (never an input).")
+@with_threads
 def generate(latent: Path | None, output: str, weights: str, space: str | None, truncation_psi: float | None,
              truncation_layers: int | None, no_truncation: bool, device: str, batch_size: int,
              seed: int | None, num: int | None, allow_tf32: bool, save_latent: Path | None,

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from latentpriv.cli.options import model_option, with_threads
 from latentpriv.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ def _expand_inputs(inputs: Sequence[Path]) -> tuple[list[Path], bool]:
               help="Images optimised together (independently) in one batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed of the initial latent / noise (default: config's).")
-@click.option("--weights", default="stylegan_ffhq", show_default=True, help="Generator checkpoint file or name.")
+@model_option()
 @click.option("--vgg-weights", type=click.Path(path_type=Path), help="VGG16 weights file (default: registry).")
 @click.option("--save-image", type=click.Path(path_type=Path),
               help="Write the reconstruction (a file for one input, a directory for several).")
@@ -264,6 +265,7 @@ def _expand_inputs(inputs: Sequence[Path]) -> tuple[list[Path], bool]:
 @click.option("--overwrite", is_flag=True,
               help="Replace existing output files (never an input); folder input: redo images whose "
                    "outputs are already complete (default: skip them).")
+@with_threads
 def invert(inputs, output, preset, config_file, overrides, space, iterations, batch_size, device, seed, weights,
            vgg_weights, save_image, save_every, quiet, align, overwrite) -> None:
     """Find the latent code(s) of image(s) INPUTS by perceptual-loss optimisation.

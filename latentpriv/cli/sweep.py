@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from latentpriv.cli.options import with_threads
 from latentpriv.cli.privatize import (
     check_outputs,
     load_generator_for,
@@ -88,6 +89,7 @@ def compose_grid(images: list[list[np.ndarray]], row_labels: list[str], col_labe
 @click.option("--cell", type=click.IntRange(16, 1024), default=None,
               help="Tile size in pixels (default: min(resolution, 256)).")
 @privacy_options
+@with_threads
 def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int | None, attrs, boundary_files,
           conditions, mechanism, delta, clip_radius, center, epsilon_split, noise_clip, space, layers, model,
           weights, device, ledger_path, max_epsilon, force, subject, label, decorrelate, max_norm, seed,

@@ -1,0 +1,63 @@
+"""What a new user meets first: offline boundaries, one --model flag, errors that name the offline model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+
+from latentpriv.cli import cli
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_boundary_list_shows_interfacegan_w_boundaries_without_a_fetch(ifg_home):
+    res = run("boundary", "list")
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line.split() for line in res.output.splitlines()[1:] if line.strip()}
+    for attr in ("age", "eyeglasses", "gender", "pose", "smile"):
+        name, space, present = rows[f"stylegan_ffhq_{attr}_w_boundary"][:3]
+        assert (space, present) == ("w", "yes")
+
+
+def test_model_flag_everywhere_and_weights_alias(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # dcgan64 from the user cache (README's test command fetches it)
+    for cmd in ("generate", "invert", "privatize", "sweep", "evaluate"):
+        res = run(cmd, "--help")
+        assert res.exit_code == 0 and "--model" in res.output, cmd
+    assert run("generate", "--model", "dcgan64", "--seed", "3", "--num", "1", "-o", "a.png").exit_code == 0
+    assert run("generate", "--weights", "dcgan64", "--seed", "3", "--num", "1", "-o", "b.png").exit_code == 0
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open("a.png")), np.asarray(Image.open("b.png")))
+
+
+def test_missing_stylegan_weights_name_the_offline_model(ifg_home):
+    res = run("generate", "--seed", "1", "--num", "1", "-o", "x.png")
+    assert res.exit_code != 0
+    assert "weights fetch stylegan_ffhq" in res.output and "--model dcgan64" in res.output
+
+
+def test_threads_option_sets_and_restores_torch_threads():
+    """The --threads policy every compute command gets from latentpriv.cli.options.with_threads."""
+    import click
+
+    from latentpriv.cli.options import with_threads
+
+    seen = []
+
+    @click.command()
+    @click.argument("x")
+    @with_threads
+    def body(x):
+        seen.append((x, torch.get_num_threads()))
+
+    before = torch.get_num_threads()
+    for argv, want in ((["a"], 1), (["b", "--threads", "2"], 2), (["c", "--threads", "0"], before)):
+        res = CliRunner().invoke(body, argv, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        assert seen[-1] == (argv[0], want) and torch.get_num_threads() == before
+    for cmd in ("generate", "invert", "evaluate", "sweep", "demo"):
+        assert "--threads" in run(cmd, "--help").output, cmd
