@@ -64,13 +64,12 @@ def show(input_path: Path | None, ledger_path: Path | None, space: str | None, m
             else:
                 lat, sp = np.zeros((1, 1), np.float32), "w"
             keys, _ = led.keys_for(lat, family=key_family(model, sp)[0], space=sp, subject=subject)
-            con = led.connect()
             for f in keys:
-                charges = led._charges(con, f.lookup)
+                charges = led.charges(f.lookup)
                 t = led.totals_for([f])[f.primary.hex()]
                 reports.append(_face_report(t, led.releases([c.charge_id for c in charges])))
         else:
-            for t, charge_ids in led._face_groups():
+            for t, charge_ids in led.face_groups():
                 reports.append(_face_report(t, led.releases(charge_ids)))
     if label is not None:
         reports = [r for r in reports if label in r["labels"]]

@@ -167,6 +167,14 @@ class Spend:
             return "none"
         return "zcdp" if self.rho is not None else "pure"
 
+    def matches(self, other: Spend) -> bool:
+        """The same kind and (up to float rounding) the same epsilon, delta and rho."""
+        def eq(x: float | None, y: float | None) -> bool:
+            return (x is None and y is None) or (x is not None and y is not None
+                                                 and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-15))
+        return (self.kind == other.kind and eq(self.epsilon, other.epsilon) and eq(self.delta, other.delta)
+                and eq(self.rho, other.rho))
+
     def validate(self) -> Spend:
         """Raise :class:`InputError` for a NaN, infinite or negative number (SQLite would store NaN as NULL)."""
         for name in ("epsilon", "rho", "dither_epsilon"):
@@ -215,13 +223,6 @@ def spend_from_record(record: Mapping[str, Any]) -> Spend:
     rho = float(record["noise"]["rho_zcdp"]) if g == "approx-dp" else None
     delta = float(record["delta"]) if g == "approx-dp" else 0.0
     return Spend(mech, float(record["epsilon"]) + d_eps, delta + d_delta, rho, d_eps, d_delta, unbounded)
-
-
-def _close(a: Spend, b: Spend) -> bool:
-    def eq(x: float | None, y: float | None) -> bool:
-        return (x is None and y is None) or (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9,
-                                                                                             abs_tol=1e-15))
-    return a.kind == b.kind and eq(a.epsilon, b.epsilon) and eq(a.delta, b.delta) and eq(a.rho, b.rho)
 
 
 # ------------------------------------------------------------------------------------------------ profiles
@@ -760,7 +761,9 @@ class Ledger:
         return keys, cur
 
     # -- reading
-    def _charges(self, con: sqlite3.Connection, keys: Sequence[bytes]) -> list[_Charge]:
+    def charges(self, keys: Sequence[bytes], con: sqlite3.Connection | None = None) -> list[_Charge]:
+        """The charges (pending and committed) filed under any of ``keys``."""
+        con = con or self.connect()
         out: dict[int, _Charge] = {}
         for i in range(0, len(keys), 500):
             chunk = list(keys[i:i + 500])
@@ -777,7 +780,7 @@ class Ledger:
     def totals_for(self, faces: Sequence[FaceKey], con: sqlite3.Connection | None = None) -> dict[str, Total]:
         """Composed totals (committed and pending charges) per face, keyed by the primary key's hex."""
         con = con or self.connect()
-        return {f.primary.hex(): _compose(f.primary.hex(), self._charges(con, f.lookup)) for f in faces}
+        return {f.primary.hex(): _compose(f.primary.hex(), self.charges(f.lookup, con)) for f in faces}
 
     def totals(self, latent: np.ndarray | None = None, **kwargs: Any) -> dict[str, Total]:
         """Totals of the faces of ``latent`` (``keys_for``'s keyword arguments), or of every face."""
@@ -788,9 +791,10 @@ class Ledger:
 
     def faces(self) -> list[Total]:
         """Every face in the ledger: charges linked by shared keys form one face (union-find)."""
-        return [t for t, _ in self._face_groups()]
+        return [t for t, _ in self.face_groups()]
 
-    def _face_groups(self) -> list[tuple[Total, list[int]]]:
+    def face_groups(self) -> list[tuple[Total, list[int]]]:
+        """Every face with the ids of its charges: charges linked by shared keys form one face."""
         con = self.connect()
         parent: dict[int, int] = {}
 
@@ -895,7 +899,7 @@ class Ledger:
             raise InputError(f"--max-epsilon {max_epsilon}: must be a finite number >= 0")
         self.recover(only_once=True)
         with self._write() as con:
-            known = {f.primary.hex(): self._charges(con, f.lookup) for f in faces}
+            known = {f.primary.hex(): self.charges(f.lookup, con) for f in faces}
             after: dict[str, Total] = {}
             for f in faces:
                 # rows of this release that are the same face (the same latent twice, or within the margin)

@@ -39,7 +39,6 @@ from latentpriv.privacy.ledger import (
     Reservation,
     Spend,
     Total,
-    _close,
     npy_sha256,
     profile_from_record,
     spend_from_calibration,
@@ -262,7 +261,7 @@ def accounted_release(latent: np.ndarray, directions: np.ndarray, *, params: Rel
         result = params.privatize(arr, directions, center=center, noise=noise, attributes=attributes,
                                   covariance=covariance)
         record = dict(result.record)
-        if not _close(spend_from_record(record), spend) and noise.for_release:  # pragma: no cover - consistency
+        if not spend_from_record(record).matches(spend) and noise.for_release:  # pragma: no cover - consistency
             raise RuntimeError("internal error: the record's spend differs from the calibrated one")
         if profile_from_record(record).id != res.profile:  # pragma: no cover - consistency
             raise RuntimeError("internal error: the record's protection profile differs from the one charged")
