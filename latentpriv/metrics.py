@@ -325,26 +325,65 @@ def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: n
     return {"rows": rows, "summary": summary, "originals": originals}
 
 
-def _mean(values: list) -> float | None:
-    """Mean ignoring None/NaN (unmeasured); an inf (identical images' PSNR) makes the mean inf."""
-    v = [float(x) for x in values if x is not None and not np.isnan(x)]
-    return float(np.mean(v)) if v else None
+def median_ci(values: list, level: float = 0.95) -> tuple[float | None, list[float] | None]:
+    """Median of ``values`` (None/NaN = unmeasured, dropped) and its distribution-free confidence interval.
+
+    The interval is the order-statistic one: ``[x_(j), x_(n+1-j)]`` of the sorted values with the largest
+    ``j`` such that ``P(Bin(n, 1/2) <= j - 1) <= (1 - level) / 2``; it covers the population median with
+    probability >= ``level`` whatever the distribution. It needs n >= 6 at 95 % (None below). inf values
+    (the PSNR of identical images) are ordered above every finite one, so the median stays finite while
+    fewer than half of the images are identical.
+    """
+    from math import comb
+
+    v = sorted(float(x) for x in values if x is not None and not np.isnan(x))
+    n = len(v)
+    if not n:
+        return None, None
+    median = v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+    tail, j = 0.0, 0
+    while True:  # grow j while the two tails stay within 1 - level
+        tail_next = tail + comb(n, j) / 2.0**n
+        if tail_next > (1.0 - level) / 2:
+            break
+        tail, j = tail_next, j + 1
+    return float(median), ([v[j - 1], v[n - j]] if j >= 1 else None)
+
+
+def _rate_ci(successes: int, n: int) -> list[float] | None:
+    """Wilson 95 % score interval of a proportion."""
+    if n == 0:
+        return None
+    z = 1.959963984540054
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
 def _summarise(cell: list[dict], mech: str, eps: float, attributes: list[str], scored: list[str], faces: bool,
                with_lpips: bool, guarantee: str | None) -> dict:
+    """One grid point: each metric's median over the cell and its 95 % interval (``<key>_ci95``, None for
+    fewer than 6 values); ``psnr_identical`` counts renders identical to the original (PSNR inf)."""
     s: dict = {"mechanism": mech, "epsilon": eps, "guarantee": guarantee, "n": len(cell)}
+
+    def put(key: str, values: list) -> None:
+        s[key], s[f"{key}_ci95"] = median_ci(values)
+
     for a in attributes:
-        s[f"coord_abs_change_{a}"] = _mean([abs(r[f"coord_change_{a}"]) for r in cell])
-    s["psnr"] = _mean([r["psnr"] for r in cell])
-    s["ssim"] = _mean([r["ssim"] for r in cell])
+        put(f"coord_abs_change_{a}", [abs(r[f"coord_change_{a}"]) for r in cell])
+    put("psnr", [r["psnr"] for r in cell])
+    s["psnr_identical"] = sum(1 for r in cell if r["psnr"] is not None and np.isinf(r["psnr"]))
+    put("ssim", [r["ssim"] for r in cell])
     if with_lpips:
-        s["lpips"] = _mean([r["lpips"] for r in cell])
+        put("lpips", [r["lpips"] for r in cell])
     if faces:
         valid = [r for r in cell if r["identity_distance"] is not None]
         s["n_faces"] = len(valid)
-        s["identity_distance"] = _mean([r["identity_distance"] for r in valid])
-        s["same_person_rate"] = _mean([float(r["same_person"]) for r in valid])
+        put("identity_distance", [r["identity_distance"] for r in valid])
+        same = sum(1 for r in valid if r["same_person"])
+        s["same_person_rate"] = same / len(valid) if valid else None  # a proportion: its mean, Wilson interval
+        s["same_person_rate_ci95"] = _rate_ci(same, len(valid))
         for k in scored:
-            s[f"{k}_abs_change"] = _mean([abs(r[f"{k}_change"]) for r in cell if r[f"{k}_change"] is not None])
+            put(f"{k}_abs_change", [abs(r[f"{k}_change"]) for r in cell if r[f"{k}_change"] is not None])
     return s

@@ -49,8 +49,8 @@ def test_run_dir_known_pairs_and_a_bad_file(face64, tmp_path):
     out_json, out_csv = tmp_path / "e.json", tmp_path / "e.csv"
     res = CliRunner().invoke(cli, ["evaluate", str(run), "--boundary", str(tmp_path / "b.npy"),
                                    "--json", str(out_json), "--csv", str(out_csv)])
-    assert res.exit_code == 0, res.output
-    assert "broken.png" in res.output  # warned, one line, and the rest evaluated
+    assert res.exit_code == 1, res.output  # the rest is evaluated and written, but the run fails
+    assert "broken.png" in res.output and "1 of 3 input files could not be evaluated" in res.output
     data = json.loads(out_json.read_text())
     rows = {r["file"].split("/")[-1]: r for r in data["rows"]}
     assert data["errors"] == 1 and "not a readable image" in rows["broken.png"]["error"]
@@ -136,6 +136,19 @@ def test_sweep_core_and_plot(face64, tmp_path):
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 3  # lines in several colours, not a blank canvas
     write_csv(tmp_path / "s.csv", out["rows"])
     assert (tmp_path / "s.csv").read_text().count("\n") == len(out["rows"]) + 1
+
+
+def test_median_ci_order_statistics_and_identical_images():
+    from latentpriv.metrics import _summarise, median_ci
+
+    assert median_ci(list(range(1, 21))) == (10.5, [6.0, 15.0])  # the textbook n = 20 interval, >= 95 %
+    assert median_ci([3.0, 1.0, 2.0, None, float("nan")]) == (2.0, None)  # too few for a 95 % interval
+    assert median_ci([]) == (None, None)
+    # PSNR inf (a release identical to the original, e.g. randomized response): the median stays finite
+    cell = [{"psnr": p, "ssim": 1.0, "coord_change_smile": 0.5} for p in [20.0, 21, 22, 23, 24, 25, math.inf]]
+    s = _summarise(cell, "rr", 1.0, ["smile"], [], False, False, "pure-dp")
+    assert s["psnr"] == 23.0 and s["psnr_identical"] == 1 and s["psnr_ci95"] == [20.0, math.inf]
+    assert s["coord_abs_change_smile"] == 0.5 and s["n"] == 7
 
 
 def test_pil_plot_fallback(tmp_path, monkeypatch):

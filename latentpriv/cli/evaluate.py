@@ -172,6 +172,8 @@ def _fmt(v: Any) -> str:
         return "yes" if v else "no"
     if isinstance(v, float):
         return "inf" if math.isinf(v) else f"{v:.4g}"
+    if isinstance(v, list):  # a 95 % interval
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
 
 
@@ -570,9 +572,11 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
         result, _ = _sweep(model, weights, latents_files, samples, sample_seed, attrs, boundary_files, space, eps,
                            mechs, delta, clip_radius, center, None if secure_noise else seed, repeats, layers, lpips,
                            lpips_size, faces, device)
+        # medians over each grid point, with their 95 % intervals (docs/evaluation.md)
         cols = ["mechanism", "epsilon", "n", *[k for k in result["summary"][0] if k.startswith("coord_abs")],
                 *[k for k in result["summary"][0] if k.endswith("_abs_change") and not k.startswith("coord")],
-                "identity_distance", "same_person_rate", "psnr", "ssim", "lpips"]
+                "identity_distance", "identity_distance_ci95", "same_person_rate", "psnr", "psnr_ci95",
+                "psnr_identical", "ssim", "lpips", "lpips_ci95"]
         _print_table(result["summary"], cols)
         rows_for_csv = result["rows"]
     else:
@@ -606,3 +610,7 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
         click.echo(f"wrote {plot_path} ({backend})", err=True)
     for k, why in result.get("skipped", {}).items():
         click.echo(f"skipped {k}: {why}", err=True)
+    if result.get("errors"):
+        # the table and files above hold what could be measured; a missing or unreadable input still fails
+        raise click.ClickException(f"{result['errors']} of {len(result['rows'])} input files could not be "
+                                   "evaluated (see their error column); fix or remove them")
