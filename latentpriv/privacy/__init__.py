@@ -3,7 +3,7 @@
 * :mod:`~latentpriv.privacy.mechanisms` - :func:`privatize` and the mechanisms (laplace, gaussian, rr, seed)
 * :mod:`~latentpriv.privacy.noise` - OpenDP (secure) and seeded numpy noise behind one interface
 * :mod:`~latentpriv.privacy.accounting` - Gaussian calibration (discrete and analytic), zCDP conversion
-* :mod:`~latentpriv.privacy.ledger` - append-only spend ledger with composition
+* :mod:`~latentpriv.privacy.ledger` - the SQLite spend ledger: composition, protection profiles, face keys
 * :mod:`~latentpriv.privacy.audit` - empirical epsilon lower bounds (Clopper-Pearson)
 
 Submodules are imported on first use so that ``import latentpriv.privacy`` stays cheap.
