@@ -15,8 +15,9 @@
 #   scripts/invert_dir.sh faces/ latents/ 4 -- --batch-size 8 --iterations 500
 #   NNODES=2 NODE_RANK=0 MASTER_ADDR=node0 scripts/invert_dir.sh /shared/faces /shared/latents 8
 #
-# Rerunning the same command resumes: finished images are verified and skipped. Logs go to
-# OUTDIR/logs/invert-<time>-node<N>.log (and to the terminal). The exit status is latentpriv's: 0 when
+# Rerunning the same command resumes: finished images are verified and skipped. The log goes to the
+# terminal and, when the run ends, to OUTDIR/logs/invert-<time>-node<N>.log (a run that fails at once
+# creates nothing). The exit status is latentpriv's: 0 when
 # every image was inverted, 1 when some failed (see OUTDIR/results.jsonl), 143 when stopped by SIGTERM.
 #
 # Environment: PYTHON (default python3), NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT (several nodes),
@@ -25,8 +26,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=launch_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 
+case "${1:-}" in -h|--help) usage 0 ;; esac
 [[ $# -ge 2 ]] || usage
-case "$1" in -h|--help) usage ;; esac
 input_dir=$1
 outdir=$2
 shift 2

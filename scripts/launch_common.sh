@@ -5,9 +5,11 @@
 # lp_launcher NPROC        -> sets the array LP_LAUNCHER: `python -m` for one process, else
 #                             `python -m torch.distributed.run ... -m` (one node, or several with
 #                             NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT)
-# lp_run LOG CMD...        -> runs CMD with stdout+stderr appended to LOG and shown, forwards
-#                             SIGTERM/SIGINT to it (so a killed script stops latentpriv cleanly), and
-#                             returns CMD's exit status
+# lp_run LOG CMD...        -> runs CMD with stdout+stderr shown and logged, forwards SIGTERM/SIGINT
+#                             to it (so a killed script stops latentpriv cleanly), and returns CMD's
+#                             exit status. LOG (OUTDIR/logs/NAME.log) is appended to when CMD ends, and
+#                             only if OUTDIR exists by then: a command that fails at once (bad option,
+#                             missing input) leaves nothing behind. While it runs the log is a temp file.
 
 lp_die() {
     echo "$(basename "$0"): $*" >&2
@@ -49,10 +51,11 @@ lp_launcher() {
 lp_run() {
     local log=$1
     shift
-    mkdir -p "$(dirname "$log")"
-    echo "# $(date -Is) on $(hostname): $*" | tee -a "$log" >&2
+    local tmp
+    tmp=$(mktemp "${TMPDIR:-/tmp}/latentpriv-log.XXXXXX")
+    echo "# $(date -Is) on $(hostname): $* (log: $tmp until the end, then $log)" | tee -a "$tmp" >&2
     local status=0 child
-    "$@" > >(tee -a "$log") 2>&1 &
+    "$@" > >(tee -a "$tmp") 2>&1 &
     child=$!
     # shellcheck disable=SC2064  # expand $child now: the trap must signal this very process
     trap "kill -TERM $child 2>/dev/null || true" TERM INT
@@ -62,14 +65,27 @@ lp_run() {
         kill -0 "$child" 2>/dev/null || break   # a trap interrupted wait: wait again for the exit
     done
     trap - TERM INT
-    echo "# $(date -Is) exit status $status; log: $log" | tee -a "$log" >&2
+    if [[ -d $(dirname "$(dirname "$log")") ]]; then
+        echo "# $(date -Is) exit status $status; log: $log" | tee -a "$tmp" >&2
+        mkdir -p "$(dirname "$log")"
+        cat "$tmp" >> "$log"
+    else
+        echo "# $(date -Is) exit status $status; nothing was written, so no log is kept" >&2
+    fi
+    rm -f "$tmp"
     return "$status"
 }
 
-# usage: print the calling script's header comment (line 2 up to `set -euo`) and exit 2.
+# usage [STATUS]: print the calling script's header comment (line 2 up to `set -euo`) and exit STATUS:
+# 0 (asked for with -h/--help: to stdout) or 2 (wrong arguments: to stderr, the default).
 usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
-    exit 2
+    local status=${1:-2}
+    if [[ $status -eq 0 ]]; then
+        sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+    else
+        sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2
+    fi
+    exit "$status"
 }
 
 # lp_split_count ARGS...: an optional leading count (processes or GPUs), then an optional "--"; sets

@@ -26,8 +26,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=launch_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 
+case "${1:-}" in -h|--help) usage 0 ;; esac
 [[ $# -ge 3 ]] || usage
-case "$1" in -h|--help) usage ;; esac
 input_dir=$1
 outdir=$2
 epsilon=$3

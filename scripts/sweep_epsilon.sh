@@ -19,8 +19,8 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=launch_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/launch_common.sh"
 
+case "${1:-}" in -h|--help) usage 0 ;; esac
 [[ $# -ge 3 ]] || usage
-case "$1" in -h|--help) usage ;; esac
 input_dir=$1
 outroot=$2
 read -r -a epsilons <<< "$3"
@@ -36,7 +36,6 @@ for eps in "${epsilons[@]}"; do
     [[ $eps =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] || lp_die "epsilon '$eps' is not a positive number"
 done
 
-mkdir -p "$outroot/logs"
 sweep_log="$outroot/logs/sweep-$(date +%Y%m%d-%H%M%S).log"
 here=$(dirname "${BASH_SOURCE[0]}")
 for eps in "${epsilons[@]}"; do

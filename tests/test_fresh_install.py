@@ -61,3 +61,21 @@ def test_threads_option_sets_and_restores_torch_threads():
         assert seen[-1] == (argv[0], want) and torch.get_num_threads() == before
     for cmd in ("generate", "invert", "evaluate", "sweep", "demo"):
         assert "--threads" in run(cmd, "--help").output, cmd
+
+
+def test_scripts_answer_help_and_leave_nothing_when_they_fail_at_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from shared_paths import REPO
+
+    for name in ("invert_dir.sh", "privatize_dir.sh", "sweep_epsilon.sh"):
+        res = subprocess.run(["bash", str(REPO / "scripts" / name), "-h"], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0 and "Usage:" in res.stdout and not res.stderr, name
+    (tmp_path / "in").mkdir()
+    env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "invert_dir.sh"), "in", "out", "1", "--", "--no-such-option"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert res.returncode == 2 and "no such option" in (res.stdout + res.stderr).lower()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no OUTDIR, no logs, no temp log
