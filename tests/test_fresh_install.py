@@ -79,3 +79,17 @@ def test_scripts_answer_help_and_leave_nothing_when_they_fail_at_once(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
     assert res.returncode == 2 and "no such option" in (res.stdout + res.stderr).lower()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no OUTDIR, no logs, no temp log
+
+
+def test_sweep_states_its_spend_and_wants_yes_above_the_threshold(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LATENTPRIV_LEDGER", str(tmp_path / "ledger.jsonl"))
+    np.save("z.npy", np.random.default_rng(0).normal(size=(1, 100)).astype(np.float32))
+    base = ["sweep", "z.npy", "--model", "dcgan64", "--attr", "smile", "--device", "cpu"]
+    res = run(*base, "-o", "grid.png")  # the defaults: 4 samples x (0.1 + 0.5 + 1 + 2 + 5)
+    # 34.4 plus the residual dither's 0.01 per release
+    assert res.exit_code != 0 and "composed spend epsilon 34.6" in res.output and "--yes" in res.output
+    assert not (tmp_path / "grid.png").exists() and not (tmp_path / "ledger.jsonl").exists()
+    res = run(*base, "--epsilons", "1,inf", "--samples", "2", "-o", "small.png")
+    assert res.exit_code == 0, res.output
+    assert "2 releases of this face (2 per finite epsilon), composed spend epsilon 2.02" in res.output

@@ -27,6 +27,9 @@ from latentpriv.cli.privatize import (
 )
 from latentpriv.errors import ConfigError, InputError
 
+#: A sweep composing more than this epsilon on one face asks for --yes (or a --max-epsilon budget).
+CONFIRM_EPSILON = 10.0
+
 
 def parse_epsilons(value: str) -> list[float]:
     """``0.1,0.5,1,inf`` -> floats; ``inf`` is the no-noise row (clamp only). Order is kept."""
@@ -78,7 +81,10 @@ def compose_grid(images: list[list[np.ndarray]], row_labels: list[str], col_labe
     return np.asarray(canvas)
 
 
-@click.command("sweep")
+@click.command("sweep", epilog="\b\nExamples:\n"
+               "  latentpriv generate --model dcgan64 --seed 1 --num 1 -o face.png --save-latent z.npy\n"
+               "  latentpriv sweep z.npy --model dcgan64 --attr smile --epsilons 1,5,inf --samples 2 -o grid.png\n"
+               "  latentpriv sweep w.npy --attr smile -o grid.png --yes   # defaults: 4 x (0.1+0.5+1+2+5)")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--epsilons", default="0.1,0.5,1,2,5,inf", show_default=True,
               help="Rows of the grid; inf = no noise (clamp only, not private).")
@@ -88,12 +94,15 @@ def compose_grid(images: list[list[np.ndarray]], row_labels: list[str], col_labe
               help="Grid image (PNG); a record .json is written beside it.")
 @click.option("--cell", type=click.IntRange(16, 1024), default=None,
               help="Tile size in pixels (default: min(resolution, 256)).")
+@click.option("--yes", is_flag=True,
+              help=f"Confirm a sweep that spends more than epsilon {CONFIRM_EPSILON:g} on the face (or give "
+                   "--max-epsilon, a budget the ledger enforces).")
 @privacy_options
 @with_threads
 def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int | None, attrs, boundary_files,
           conditions, mechanism, delta, clip_radius, center, epsilon_split, noise_clip, space, layers, model,
           weights, device, ledger_path, max_epsilon, force, subject, label, decorrelate, max_norm, seed,
-          overwrite) -> None:
+          overwrite, yes: bool = False) -> None:
     """Render INPUT's privacy/utility grid: rows = epsilon, columns = independent releases.
 
     The first column is the original (so the picture itself is NOT a private release: it is for
@@ -144,6 +153,16 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
     names = [b.attribute or b.name for b in bounds]
     spends = [spend_from_calibration(calibs[e], unbounded=None if noise.for_release else SEEDED_REASON)
               for e in finite for _ in range(samples)]
+    if spends:   # say what the grid costs before any draw; a large spend needs --yes or a budget
+        planned = total_of("sweep", spends)
+        cost = "unbounded (no guarantee)" if planned.epsilon is None else f"epsilon {planned.epsilon:.4g}" + (
+            f", delta {planned.delta:.3g}" if planned.delta else "")
+        click.echo(f"sweep: {len(spends)} releases of this face ({samples} per finite epsilon), composed "
+                   f"spend {cost}{' [seeded: not a private release]' if seed is not None else ''}", err=True)
+        big = planned.epsilon is None or planned.epsilon > CONFIRM_EPSILON
+        if noise.for_release and big and not yes and max_epsilon is None:
+            raise InputError(f"this sweep spends {cost} on the face (more than {CONFIRM_EPSILON:g}); confirm with "
+                             "--yes, set a budget with --max-epsilon, or use fewer --samples/--epsilons")
     ledger = Ledger(ledger_path)
     check_ledger_path(ledger, inputs=[input_path], outputs=[output, record_path])
     release_id = uuid.uuid4().hex
