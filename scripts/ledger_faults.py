@@ -229,7 +229,7 @@ def markdown(info: dict[str, Any]) -> str:
     lines += ["", "\"Killed in start-up\": the signal came before the run had filed anything (exit 143, or -15 while "
               "Python was still parsing the command, before the folder run installs its handler: nothing was "
               "charged or written either way). A run on a full disk stops with an error once it cannot write its "
-              "own records; the files it never reached are released by the rerun."]
+              "own records; the files it never reached stay unreleased and uncharged."]
     d = info["disk"]
     if d.get("run"):
         f, r = d["full_disk"], d["read_only"]
