@@ -461,6 +461,9 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
             x_img_train, x_img_test = vgg_train, vgg_test
         identity = _identity(emb_test, emb_priv) if use_faces else {
             "same_person_rate": None, "distance_median": None, "reid_top1": None, "skipped": skipped["faces"]}
+        if use_faces and identity["pairs_with_faces"] == 0:
+            skipped["identity"] = "dlib found no face pair (original and private render): no identity numbers"
+            identity["skipped"] = skipped["identity"]
         lpips_median = float(np.median(lp)) if lp is not None else None
 
         for j, name in enumerate(names):

@@ -11,9 +11,10 @@ epsilons with OpenDP noise, run as a child process at ``nice 10``; reported are 
 the run (other jobs on the machine slow the wall time down; the CPU time is what the attack itself used).
 
 Matrix: the same command for dcgan64 (Z; decorrelation off and on) and for the spec's synthetic-weights
-StyleGAN cut to ``--synthetic-resolution`` px (W; InterFaceGAN's smile W boundary read from
-``$LATENTPRIV_SHARED/boundaries/interfacegan`` or ``../shared``; decorrelation off and on). The tables
-and figures go between markers into docs/PRIVACY.md's attack section and docs/images/.
+StyleGAN cut to ``--synthetic-resolution`` px (W; synthesis narrowed to ``--synthetic-fmap`` channels, the
+mapping network full; InterFaceGAN's smile W boundary read from ``$LATENTPRIV_SHARED/boundaries/interfacegan``
+or ``../shared``; decorrelation off and on). The tables and figures go between markers into
+docs/PRIVACY.md's attack section and docs/images/.
 """
 
 from __future__ import annotations
@@ -140,13 +141,14 @@ def _row(cfg: str, r: dict) -> str:
         return f"{a['accuracy']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]"
 
     adv = r["adversaries"]
+    attr = r["attribute"].removeprefix("stylegan_ffhq_").removesuffix("_boundary").removesuffix("_w")
     beats = [name for name in ("residual", "image")
              if r["bound"] is not None and adv[name].get("ci") and adv[name]["ci"][0] > r["bound"]]
     ident = r["identity"]
     same = "-" if ident.get("same_person_rate") is None else f"{ident['same_person_rate']:.2f}"
     reid = "-" if ident.get("reid_top1") is None else f"{ident['reid_top1']:.2f}"
     lp = "-" if r["lpips_median"] is None else f"{r['lpips_median']:.3f}"
-    return (f"| {cfg} | {r['attribute']} | {r['epsilon']:g} | {r['bound']:.3f} | {acc(adv['coordinate'])} | "
+    return (f"| {cfg} | {attr} | {r['epsilon']:g} | {r['bound']:.3f} | {acc(adv['coordinate'])} | "
             f"{acc(adv['residual'])} | {acc(adv['image'])} | {same} | {reid} | {lp} | "
             f"{', '.join(beats) or '-'} |")
 
@@ -156,9 +158,14 @@ def matrix(ns: argparse.Namespace) -> None:
 
     work = Path(ns.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    ckpt = work / f"synthetic_{ns.synthetic_resolution}.pth"
+    from latentpriv.models.stylegan import StyleGANConfig, state_dict_manifest
+
+    ckpt = work / f"synthetic_{ns.synthetic_resolution}_fmap{ns.synthetic_fmap}.pth"
     if not ckpt.exists():
-        write_synthetic_checkpoint(ckpt, 0, resolution=ns.synthetic_resolution)
+        # the mapping network (and so W and its covariance) is the full model's; the synthesis is narrowed to
+        # --synthetic-fmap channels so that rendering thousands of faces on 2 cores takes minutes, not hours
+        manifest = state_dict_manifest(StyleGANConfig.standard(ns.synthetic_resolution, fmap_max=ns.synthetic_fmap))
+        write_synthetic_checkpoint(ckpt, 0, manifest=manifest)
     boundary = _shared() / "boundaries" / "interfacegan" / "stylegan_ffhq_smile_w_boundary.npy"
     if not boundary.is_file():
         raise SystemExit(f"{boundary}: missing; set LATENTPRIV_SHARED to the folder holding boundaries/interfacegan")
@@ -180,13 +187,13 @@ def matrix(ns: argparse.Namespace) -> None:
         if ns.only and key not in ns.only.split(","):
             continue
         out = work / key
-        timing_out = work / "timing"
-        if key == "dcgan64_orth" and ns.reuse_timing and (timing_out / "attack.json").is_file():
-            # the timing run is this configuration (seed 0, default epsilons): reuse it instead of rerunning
-            out = timing_out
+        if key == "dcgan64_orth" and ns.reuse and (work / "timing" / "run.json").is_file():
+            out = work / "timing"   # the timing run is this configuration (seed 0, default epsilons)
+        if ns.reuse and (out / "run.json").is_file():
             r = json.loads((out / "run.json").read_text())
         else:
             r = run_attack([*args, *eps, "--seed", "0"], out, ns.nice)
+            (out / "run.json").write_text(json.dumps(r))
         data = json.loads((out / "attack.json").read_text())
         print(f"{label}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} s CPU")
         rows += [_row(label, x) for x in data["results"]]
@@ -214,10 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num", type=int, default=1000, help="dcgan64 test faces (default 1000).")
     p.add_argument("--synthetic-num", type=int, default=500, help="Synthetic StyleGAN test faces (default 500).")
     p.add_argument("--synthetic-resolution", type=int, default=32, help="Synthetic StyleGAN resolution (px).")
+    p.add_argument("--synthetic-fmap", type=int, default=64, help="Synthetic StyleGAN synthesis channels (max).")
     p.add_argument("--epsilons", default=None, help="Override the command's default epsilons.")
     p.add_argument("--only", default=None, help="Matrix: comma-separated keys (dcgan64_orth, dcgan64_dec, ...).")
-    p.add_argument("--reuse-timing", action="store_true",
-                   help="Matrix: take dcgan64_orth from the timing run's output in --workdir (same command).")
+    p.add_argument("--reuse", action="store_true",
+                   help="Matrix: reuse finished runs in --workdir (dcgan64_orth: the timing run, the same command).")
     p.add_argument("--nice", type=int, default=10, help="Niceness of the attack process (default 10).")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "latentpriv_bench_attack"),
                    help="Where the runs write (default: a folder in the temp dir).")
