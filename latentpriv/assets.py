@@ -256,16 +256,28 @@ class _Fetcher:
 
         self.deadline = deadline            # time.monotonic() value
         self.expired = False
-        self._conns: list = []
+        self._socks: list = []
         self._lock = threading.Lock()
 
     def _track(self, cls):
-        def factory(host, **kw):
-            conn = cls(host, **kw)
-            with self._lock:
-                self._conns.append(conn)
-            return conn
-        return factory
+        fetcher = self
+
+        class Tracked(cls):   # urllib drops conn.sock once the headers are in: keep our own reference
+            def __init__(self, *args, **kw) -> None:
+                super().__init__(*args, **kw)
+                create = self._create_connection
+
+                def create_tracked(*a, **k):   # the raw TCP socket: shutting it also stops TLS and proxies
+                    sock = create(*a, **k)
+                    with fetcher._lock:
+                        fetcher._socks.append(sock)
+                    if fetcher.expired:
+                        fetcher.kill()
+                    return sock
+
+                self._create_connection = create_tracked
+
+        return Tracked
 
     def opener(self):
         fetcher = self
@@ -291,12 +303,10 @@ class _Fetcher:
 
         self.expired = True
         with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            sock = getattr(conn, "sock", None)
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            socks = list(self._socks)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float, desc: str | None = None,

@@ -212,6 +212,8 @@ def load_image(path: str | os.PathLike, *, min_side: int | None = None,
             # our own limit replaces Pillow's decompression-bomb guard (which stays in force above it)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             Image.init()
+            if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+                Image.MAX_IMAGE_PIXELS = limit   # a user who raised our limit means it: widen Pillow's guard too
             with Image.open(path, formats=[f for f in IMAGE_FORMATS if f in Image.OPEN]) as img:
                 w, h = img.size
                 if w < 1 or h < 1:
@@ -229,8 +231,12 @@ def load_image(path: str | os.PathLike, *, min_side: int | None = None,
                                      max(1, h * int(min_side) // min(w, h))))
                 img.load()
                 out = _to_rgb8(img, min_side, path)
-    except Image.DecompressionBombError as exc:
-        raise InputError(too_big) from exc
+    except Image.DecompressionBombError as exc:   # Pillow refused before we saw the size (over 2x the limit)
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        raise InputError(too_big.replace("image is", f"image ({int(m.group(1)) / 1e6:.0f} MP) is") if m
+                         else too_big) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError,
             struct.error, MemoryError) as exc:
         if isinstance(exc, InputError):
