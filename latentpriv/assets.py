@@ -247,7 +247,7 @@ def _allowed_url(url: str) -> bool:
 class _Fetcher:
     """One download with an overall deadline, a streaming size cap and https-only redirects.
 
-    Every connection urllib opens is tracked, so that a watchdog can shut its socket at the deadline: a
+    Every socket urllib connects is tracked, so that a watchdog can shut it down at the deadline: a
     server that drips one byte at a time (in the headers or the body) cannot hold the fetch beyond it.
     """
 
