@@ -143,3 +143,27 @@ def test_layer_subset_refused_with_a_reason():
     w = np.zeros((1, 18, 512), np.float32)
     with pytest.raises(ConfigError, match="publish theirs exactly"):
         privatize(w, n, epsilon=1.0, seed=0, layers=[0, 1, 2])
+
+
+def test_gaussian_release_through_the_cli_composes_in_zcdp(tmp_path, monkeypatch):
+    """An unseeded gaussian release: the record's spend matches the calibration's (coordinates' rho; the
+    dither by basic composition), and two releases compose below basic composition's 2 x 1.01."""
+    import json
+
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "z.npy", np.random.default_rng(0).normal(size=(1, 100)).astype(np.float32))
+    args = ["privatize", "z.npy", "--model", "dcgan64", "--attr", "smile", "--mechanism", "gaussian", "--delta",
+            "1e-5", "--epsilon", "1", "--no-decorrelate", "--ledger", str(tmp_path / "l.sqlite")]
+    runner = CliRunner()
+    for out in ("a.npy", "b.npy"):
+        r = runner.invoke(cli, [*args, "-o", out])
+        assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / "a.json").read_text())
+    assert rec["spend"]["epsilon"] == pytest.approx(1.01) and rec["spend"]["delta"] == pytest.approx(1e-5 + 1e-10)
+    r = runner.invoke(cli, ["ledger", "show", "--ledger", str(tmp_path / "l.sqlite"), "--json"])
+    face = json.loads(r.output)["faces"][0]
+    assert face["releases"] == 2 and 1.01 < face["epsilon"] < 2 * 1.01

@@ -735,8 +735,9 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
                      "epsilon": eps_total, "delta": delta_total, "statement": text,
                      "coordinates": {"type": calib.guarantee, "epsilon": calib.epsilon,
                                      "delta": calib.delta if calib.guarantee == "approx-dp" else 0.0}}
-        rho = None if calib.rho is None else calib.rho + dither.rho
-        spend = {"epsilon": eps_total, "delta": delta_total, "rho": rho, "dither_rho": dither.rho}
+        # rho: the coordinates' zCDP parameter (gaussian), which the ledger composes in zCDP; the dither is
+        # charged by basic composition through its (epsilon, delta) in the totals
+        spend = {"epsilon": eps_total, "delta": delta_total, "rho": calib.rho, "dither_rho": dither.rho}
     if mechanism != "rr":
         guarantee["neighbouring_relation"] = (
             "two records (float32 or float64, norm <= max_norm) whose coordinates along the directions may differ "
