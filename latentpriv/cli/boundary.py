@@ -166,7 +166,13 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
 @boundary.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_cmd(as_json: bool) -> None:
-    """Every known boundary (InterFaceGAN's and the project's), its space and whether it is present."""
+    """Every known boundary (InterFaceGAN's and the project's), its space and whether it is present.
+
+    \b
+    Examples:
+      latentpriv boundary list
+      latentpriv boundary list --json
+    """
     from latentpriv.boundaries import list_boundaries
 
     rows = [_row(b) for b in list_boundaries()]

@@ -550,9 +550,10 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
     Compare:
       latentpriv evaluate RUN_DIR                      # original.png, recon.png, private renders
       latentpriv evaluate --original face.png --recon recon.png --private p1.png --private p2.png
+      latentpriv evaluate --original face.png --recon recon.png --private private.png --no-faces   # dcgan64 files
     Sweep (privacy/utility curves):
       latentpriv evaluate --sweep --model dcgan64 --attr smile --samples 8 \\
-          --epsilons 0.5,1,2,4,8 --mechanisms laplace,gaussian --plot curve.png --csv sweep.csv
+          --epsilons 0.5,2,8 --mechanisms laplace,gaussian --plot curve.png --csv sweep.csv
 
     Reports PSNR, SSIM, LPIPS (VGG), identity distance (dlib; same person below 0.6), landmark attribute
     scores and their change, and latent coordinates along boundaries. See docs/evaluation.md.

@@ -272,6 +272,7 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
 
     \b
     Examples:
+      latentpriv invert face.png -o z_inv.npy --model dcgan64 --iterations 30 --save-image recon.png
       latentpriv invert face.png -o w.npy --save-image recon.png
       latentpriv invert faces/ -o latents/ --batch-size 4 --space wp
       latentpriv invert face.png -o w.npy --preset seed --iterations 2000

@@ -46,7 +46,13 @@ def _face_report(t, releases: list[dict]) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def show(input_path: Path | None, ledger_path: Path | None, space: str | None, model: str, subject: str | None,
          label: str | None, as_json: bool) -> None:
-    """Per face: releases, profiles used, total spend and why it is unbounded (all faces, or INPUT's rows)."""
+    """Per face: releases, profiles used, total spend and why it is unbounded (all faces, or INPUT's rows).
+
+    \b
+    Examples:
+      latentpriv ledger show
+      latentpriv ledger show z.npy --model dcgan64 --space z
+    """
     import numpy as np
 
     from latentpriv.privacy.ledger import Ledger

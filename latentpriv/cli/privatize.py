@@ -285,8 +285,9 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     it never contains the true coordinate or the noise. Every release is appended to the privacy ledger.
 
     \b
-    Example:
-      latentpriv privatize w.npy --attr smile --epsilon 1.0 --max-epsilon 4
+    Examples:
+      latentpriv privatize z.npy --model dcgan64 --attr smile --epsilon 1.0 --max-epsilon 4 --render private.png
+      latentpriv privatize w.npy --attr smile --epsilon 1.0 --max-epsilon 4   # a StyleGAN W latent
     """
     import json
 

@@ -83,7 +83,7 @@ def compose_grid(images: list[list[np.ndarray]], row_labels: list[str], col_labe
 
 @click.command("sweep", epilog="\b\nExamples:\n"
                "  latentpriv generate --model dcgan64 --seed 1 --num 1 -o face.png --save-latent z.npy\n"
-               "  latentpriv sweep z.npy --model dcgan64 --attr smile --epsilons 1,5,inf --samples 2 -o grid.png\n"
+               "  latentpriv sweep z.npy --model dcgan64 --attr smile --epsilons 0.5,2,inf --samples 2 -o grid.png\n"
                "  latentpriv sweep w.npy --attr smile -o grid.png --yes   # defaults: 4 x (0.1+0.5+1+2+5)")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--epsilons", default="0.1,0.5,1,2,5,inf", show_default=True,
