@@ -34,8 +34,8 @@ DIM = 512
 
 
 def fill(path: Path, entries: int, per_face: int = 5, chunk: int = 100_000) -> float:
-    """Add ``entries`` committed charges (``entries / per_face`` faces, two keys each, like a release's full and
-    direction-set views) straight into the tables; returns seconds taken."""
+    """Add ``entries`` committed charges (``entries / per_face`` faces, three keys each, like a release's full and
+    direction-set views and exact-bytes key) straight into the tables; returns seconds taken."""
     from latentpriv.privacy.ledger import Ledger, Profile
 
     t0 = time.perf_counter()
@@ -48,7 +48,7 @@ def fill(path: Path, entries: int, per_face: int = 5, chunk: int = 100_000) -> f
         con.execute("INSERT OR IGNORE INTO profiles VALUES (?, ?, ?, ?)", (prof.id, prof.relation, prof.description,
                                                                            "{}"))
         now = dt.datetime.now(dt.timezone.utc).isoformat()
-        keys = rng.bytes(32 * 2 * faces)
+        keys = rng.bytes(32 * 3 * faces)
         for lo in range(0, entries, chunk):
             ids = range(lo, min(lo + chunk, entries))
             con.executemany(
@@ -57,10 +57,10 @@ def fill(path: Path, entries: int, per_face: int = 5, chunk: int = 100_000) -> f
                 "(?, 'committed', ?, ?, 'privatize', 'laplace', 1.01, 1e-10, NULL, 0.01, 1e-10, ?, 0, ?, ?, '{}')",
                 ((f"bench-{i:09d}", now, now, prof.id, f"/data/out/f{i:09d}_private.npy", "0" * 64) for i in ids))
             con.executemany("INSERT INTO charges (id, release_id, row, face) VALUES (?, ?, 0, ?)",
-                            ((i + 1, f"bench-{i:09d}", keys[64 * (i % faces): 64 * (i % faces) + 32]) for i in ids))
+                            ((i + 1, f"bench-{i:09d}", keys[96 * (i % faces): 96 * (i % faces) + 32]) for i in ids))
             con.executemany("INSERT INTO charge_keys VALUES (?, ?)",
-                            ((keys[64 * (i % faces) + 32 * v: 64 * (i % faces) + 32 * (v + 1)], i + 1)
-                             for i in ids for v in (0, 1)))
+                            ((keys[96 * (i % faces) + 32 * v: 96 * (i % faces) + 32 * (v + 1)], i + 1)
+                             for i in ids for v in (0, 1, 2)))
         con.execute("COMMIT")
     return time.perf_counter() - t0
 

@@ -21,6 +21,7 @@ from latentpriv.privacy.ledger import (
     default_ledger_path,
     face_keys,
     latent_key,
+    legacy_key,
     legacy_ledger_path,
     public_set,
     spend_from_record,
@@ -157,8 +158,8 @@ def test_face_keys_follow_the_face():
     assert not set(other.lookup) & set(base.store)
     k2 = face_keys(w, secret=b"x" * 32, family="m:w", public_sets=sets)[0]
     assert not set(k2.lookup) & set(base.store)
-    k3 = face_keys(w, secret=SECRET, family="m:z", public_sets=sets)[0]
-    assert not set(k3.lookup) & set(base.store)
+    k3 = face_keys(w, secret=SECRET, family="m:z", public_sets=sets)[0]   # only the exact bytes' (0.1) key links
+    assert set(k3.lookup) & set(base.store) == {legacy_key(SECRET, latent_key(w[0]))}
     # a subject key ignores the latent
     s1 = face_keys(w, secret=SECRET, family="m:w", subject="alice")[0]
     s2 = face_keys(rng.normal(size=(1, 512)), secret=SECRET, family="m:w", subject="alice")[0]
@@ -259,3 +260,43 @@ def test_sixteen_processes_with_budget_for_k_releases(tmp_path, k):
     assert results.count("ok") == k and results.count("refused") == 16 - k
     (face,) = _faces(Ledger(path), np.full(16, 0.25))
     assert Ledger(path).totals_for([face])[face.primary.hex()].epsilon == pytest.approx(0.5 * k)
+
+
+def test_ledger_commands(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LATENTPRIV_LEDGER", str(tmp_path / "l.sqlite"))
+    w = np.random.default_rng(4).normal(size=(1, 16)).astype(np.float32)
+    np.save("w.npy", w)
+    np.save("b.npy", np.eye(16)[:1])
+    (tmp_path / "old.jsonl").write_text(
+        json.dumps({"input_sha256": latent_key(w[0]), "mechanism": "laplace", "epsilon": 1.0}) + "\n"
+        + '{"input_sha256": "' + latent_key(w[0]) + '", "epsilon": -10}\n')
+
+    def run(*args):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    r = run("ledger", "import", "old.jsonl")
+    assert r.exit_code == 2 and "old.jsonl:2: invalid ledger line" in r.output and "--skip-invalid" in r.output
+    r = run("ledger", "import", "old.jsonl", "--skip-invalid")
+    assert r.exit_code == 0 and "old.jsonl:2: skipped" in r.output and "imported 1 entry" in r.output
+    r = run("ledger", "show", "w.npy", "--space", "w", "--json")
+    (face,) = json.loads(r.output)["faces"]
+    assert face["epsilon"] is None and "old.jsonl:2" in face["unbounded_reason"]
+    # a --ledger that is the run's own output is refused before anything happens
+    r = run("privatize", "w.npy", "--boundary", "b.npy", "--space", "w", "--epsilon", "1", "--no-decorrelate",
+            "-o", "x.npy", "--ledger", "x.npy")
+    assert r.exit_code == 2 and "is also an output" in r.output and not (tmp_path / "x.npy").exists()
+    r = run("privatize", "w.npy", "--boundary", "b.npy", "--space", "w", "--epsilon", "1", "--no-decorrelate",
+            "-o", "y.npy", "--label", "study 7", "--force", "--max-epsilon", "5")
+    assert r.exit_code == 0, r.output
+    r = run("ledger", "show", "--label", "study 7")
+    assert "labels: study 7" in r.output and "y.npy" in r.output and "unbounded" in r.output
+    assert run("ledger", "verify").output.strip() == "ok"
+    assert "committed 0, cancelled 0" in run("ledger", "recover").output
+    r = run("ledger", "export", "-o", "audit.jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert len(lines) == 3 and {e["state"] for e in lines} == {"committed"}

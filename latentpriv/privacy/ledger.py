@@ -511,7 +511,9 @@ def face_keys(latent: np.ndarray, *, secret: bytes, family: str, public_sets: Se
                 store.append(k)
             lookup.append(k)
             lookup += [_mac(secret, fam, tag, c.tobytes()) for c in alts]
-        lookup.append(legacy_key(secret, latent_key(raw)))
+        legacy = legacy_key(secret, latent_key(raw))   # links this charge to imported 0.1 entries of these bytes
+        store.append(legacy)
+        lookup.append(legacy)
         out.append(FaceKey(store[0], tuple(dict.fromkeys(store)), tuple(dict.fromkeys(lookup))))
     return out
 
