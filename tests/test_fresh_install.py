@@ -93,3 +93,17 @@ def test_sweep_states_its_spend_and_wants_yes_above_the_threshold(monkeypatch, t
     res = run(*base, "--epsilons", "1,inf", "--samples", "2", "-o", "small.png")
     assert res.exit_code == 0, res.output
     assert "2 releases of this face (2 per finite epsilon), composed spend epsilon 2.02" in res.output
+
+
+def test_generate_renders_a_folder_and_checks_every_file_first(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    (tmp_path / "lat").mkdir()
+    np.save("lat/a_private.npy", rng.normal(size=(1, 100)).astype(np.float32))
+    np.save("lat/b.npy", rng.normal(size=(2, 100)).astype(np.float32))
+    res = run("generate", "lat", "-o", "out", "--model", "dcgan64")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_private.png", "b_0000.png", "b_0001.png"]
+    np.save("lat/c.npy", rng.normal(size=(1, 7)).astype(np.float32))   # a setup error: one line, nothing written
+    res = run("generate", "lat", "-o", "out2", "--model", "dcgan64")
+    assert res.exit_code != 0 and "c.npy" in res.output and not (tmp_path / "out2").exists()

@@ -23,7 +23,8 @@ Examples:
   latentpriv generate ws.npy -o out/ --no-truncation     # N rows -> out/0000.png ... out/NNNN.png
   latentpriv generate wp.npy -o 'edit_{i:03d}.png'       # (N,18,512) W+ latents, never truncated
   latentpriv generate --seed 7 --num 8 -o samples/ --save-latent samples/z.npy
-  latentpriv generate --model dcgan64 --seed 7 --num 4 -o samples/   # the offline demo model (Z)
+  latentpriv generate --model dcgan64 --seed 7 --num 4 -o samples/ --save-latent samples/z.npy   # offline model
+  latentpriv generate samples/ -o renders/ --model dcgan64   # every .npy of a folder -> renders/STEM[_i].png
   latentpriv generate w.npy -o face.png --model synth.pth --device cpu  # any checkpoint file
 """
 
@@ -60,8 +61,36 @@ def _output_paths(out: str, n: int) -> list[Path]:
     return paths
 
 
+def _load_folder(folder: Path, output: str):
+    """Folder mode: every ``*.npy`` in ``folder`` (sorted) checked up front, before anything is loaded or
+    written; returns their rows stacked and ``[(file, rows)]``. Files must share one layout."""
+    import numpy as np
+
+    from latentpriv.io import load_npy
+
+    files = sorted(p for p in folder.glob("*.npy") if p.is_file())
+    if not files:
+        raise InputError(f"{folder}: no .npy latents in this folder")
+    if Path(output).suffix:
+        raise InputError(f"-o {output}: a folder of latents renders into a folder; give -o OUTDIR")
+    arrays = []
+    for f in files:
+        a = load_npy(f)
+        if a.ndim not in (2, 3) or (arrays and a.shape[1:] != arrays[0].shape[1:]):
+            want = f"{tuple(arrays[0].shape[1:])} like {files[0].name}" if arrays else "(N, D) or (N, L, D)"
+            raise InputError(f"{f}: latent shape {tuple(a.shape)}; every file of the folder needs rows of {want}")
+        arrays.append(a)
+    return np.concatenate(arrays), [(f, a.shape[0]) for f, a in zip(files, arrays, strict=True)]
+
+
+def _folder_paths(outdir: Path, folder: list[tuple[Path, int]]) -> list[Path]:
+    """``OUTDIR/STEM.png`` for a one-row file, ``OUTDIR/STEM_0000.png`` ... for an N-row one."""
+    return [outdir / (f"{f.stem}.png" if rows == 1 else f"{f.stem}_{i:04d}.png")
+            for f, rows in folder for i in range(rows)]
+
+
 @click.command(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("latent", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("latent", required=False, type=click.Path(path_type=Path))
 @click.option("-o", "--output", "output", required=True,
               help="Image file (one latent), directory, or pattern with {i} (e.g. 'img_{i:04d}.png').")
 @model_option()
@@ -88,7 +117,7 @@ def generate(latent: Path | None, output: str, weights: str, space: str | None, 
              truncation_layers: int | None, no_truncation: bool, device: str, batch_size: int,
              seed: int | None, num: int | None, allow_tf32: bool, save_latent: Path | None,
              overwrite: bool = False) -> None:
-    """Render LATENT.npy (N rows -> N images) or --num random faces to PNG.
+    """Render LATENT.npy (N rows -> N images), every .npy of a folder LATENT, or --num random faces to PNG.
 
     The PNG is exactly the official InterFaceGAN postprocess uint8(clip((x+1)*127.5+0.5, 0, 255)) of the
     raw output. Z and W latents are truncated like InterFaceGAN's wrapper (psi 0.7 on the first 8
@@ -111,8 +140,12 @@ def generate(latent: Path | None, output: str, weights: str, space: str | None, 
         raise click.BadParameter(f"{truncation_psi}: must be a finite number", param_hint="--truncation-psi")
 
     arr = None
-    if latent is not None:
+    folder: list[tuple[Path, int]] | None = None   # folder mode: (file, rows) per latent file
+    if latent is not None and latent.is_dir():
+        arr, folder = _load_folder(latent, output)
+    elif latent is not None:
         arr = load_npy(latent)  # cheap checks before the (slow) generator load
+    if arr is not None:
         if arr.ndim not in (1, 2, 3):
             raise InputError(f"{latent}: latent has shape {tuple(arr.shape)}; expected (N, D) or (N, L, D)")
         if space is None:
@@ -152,13 +185,13 @@ def generate(latent: Path | None, output: str, weights: str, space: str | None, 
             raise InputError(f"generator {G.name!r} has no truncation; drop --truncation-psi")
 
     n = lat.shape[0]
-    paths = _output_paths(output, n)
+    paths = _output_paths(output, n) if folder is None else _folder_paths(Path(output), folder)
     from latentpriv.outputs import check_outputs
 
     if save_latent is not None and save_latent.suffix.lower() != ".npy":
         raise InputError(f"--save-latent {save_latent}: latents are written as .npy; "
                          f"use e.g. {save_latent.with_suffix('.npy')}")
-    inputs = [p for p in (latent, Path(weights)) if p is not None and p.exists()]
+    inputs = [p for p in (latent, Path(weights)) if p is not None and p.exists()] + [f for f, _ in folder or []]
     check_outputs(paths, overwrite=overwrite, inputs=inputs)
     check_outputs([save_latent], overwrite=overwrite, inputs=inputs, option="--save-latent")
 
