@@ -38,8 +38,9 @@ Examples:
 def weights() -> None:
     """List, fetch, verify and locate named weights and data files.
 
-    Files are searched in: --weights FILE (where a command takes one) > $LATENTPRIV_HOME > ./weights >
-    the user cache dir (~/.cache/latentpriv). `fetch` writes to $LATENTPRIV_HOME if set, else the cache.
+    Files are searched in: --model FILE (where a command takes one) > $LATENTPRIV_HOME > ./weights >
+    the user cache dir (~/.cache/latentpriv) > the copy shipped in the package (InterFaceGAN's boundaries,
+    so they need no fetch). `fetch` writes to $LATENTPRIV_HOME if set, else the cache.
     """
 
 
