@@ -1239,7 +1239,11 @@ def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto",
 
         task = privatize_task(outdir=Path(outdir), device=dist.device, seed=seed,  # type: ignore[arg-type]
                               warn=warn if dist.is_main else None, ledger=ledger, **options)
-        return dataclasses.replace(task, close=close)
+        # one fingerprint key for the whole job: rank 0's, kept beside the ledger on its disk (other nodes
+        # would otherwise each make their own, and a resume with another world size would not recognise
+        # files released on another node)
+        key = dist.broadcast_object(task.fingerprint_key)
+        return dataclasses.replace(task, close=close, fingerprint_key=key)
 
     def early_term(signum: int, frame: Any) -> None:
         raise BatchInterrupted(signum)
