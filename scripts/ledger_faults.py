@@ -143,6 +143,32 @@ def kill_trial(root: Path, sig: int, delay: float) -> dict[str, Any]:
     return res
 
 
+def torchrun_trial(root: Path, rng: np.random.Generator, procs: int = 2) -> dict[str, Any]:
+    """SIGTERM to ``torchrun --nproc_per_node=procs`` once outputs appear (plus a random delay), then a rerun."""
+    outdir = root / "out"
+    args = privatize_args(root, outdir)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+           "-m", "latentpriv", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    t0 = time.perf_counter()
+    while proc.poll() is None and not any(outdir.glob("f*_private.npy")) and time.perf_counter() - t0 < 300:
+        time.sleep(0.05)
+    time.sleep(float(rng.uniform(0.0, 0.5)))
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    interrupted = [int(m) for m in re.findall(r"interrupted after (\d+) of its", err)]
+    rerun = run_to_end(args)
+    res = check(root, outdir)
+    res.update({"signal": "SIGTERM (torchrun)", "exit": proc.returncode, "rerun_exit": rerun,
+                "ranks_interrupted": len(interrupted), "filed_before_rerun": -1,
+                "killed_by_torchrun": "forcefully exiting via 9" in err})
+    res["ok"] = bool(rerun == 0 and res["released_once"] == res["files"] == res["outputs"]
+                     and not res["charged_without_output"] and res["pending"] == 0 and not res["verify"])
+    return res
+
+
 def _mount_tmpfs(path: Path, size_kb: int) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
@@ -197,9 +223,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(json.dumps({k: res[k] for k in ("signal", "delay_s", "exit", "rerun_exit", "released_once",
                                                       "files", "ok")}), file=sys.stderr)
                 shutil.rmtree(root, ignore_errors=True)
+        dist_trials = []
+        for i in range(args.torchrun_trials):
+            root = base / f"tr{i}"
+            make_inputs(root, args.torchrun_files, seed=100 + i)
+            dist_trials.append(torchrun_trial(root, rng))
+            print(json.dumps({k: dist_trials[-1][k] for k in ("exit", "ranks_interrupted", "rerun_exit",
+                                                               "released_once", "files", "ok")}), file=sys.stderr)
+            shutil.rmtree(root, ignore_errors=True)
         disk = disk_trials(base, args.files) if not args.no_disk else {"run": False, "why": "--no-disk"}
         return {"time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "files": args.files,
-                "full_run_s": round(t_full, 2), "trials": trials, "disk": disk,
+                "full_run_s": round(t_full, 2), "trials": trials, "disk": disk, "torchrun": dist_trials,
+                "torchrun_files": args.torchrun_files,
                 "command": "python scripts/ledger_faults.py " + " ".join(sys.argv[1:])}
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -230,6 +265,16 @@ def markdown(info: dict[str, Any]) -> str:
               "Python was still parsing the command, before the folder run installs its handler: nothing was "
               "charged or written either way). A run on a full disk stops with an error once it cannot write its "
               "own records; the files it never reached stay unreleased and uncharged."]
+    tr = info.get("torchrun") or []
+    if tr:
+        lines += ["", f"torchrun with 2 ranks ({info['torchrun_files']} latents): SIGTERM to torchrun once the first "
+                  f"outputs appear (plus 0-0.5 s): {len(tr)} trials, both ranks stopped cleanly (exit 143) in "
+                  f"{sum(t['ranks_interrupted'] == 2 for t in tr)}, torchrun had to SIGKILL a rank in "
+                  f"{sum(t['killed_by_torchrun'] for t in tr)}; torchrun itself exits "
+                  f"{sorted({t['exit'] for t in tr})} (its own status after a signal); after the rerun every face was "
+                  f"released exactly once in {sum(t['released_once'] == t['files'] == t['outputs'] for t in tr)}, "
+                  f"charged without output {sum(len(t['charged_without_output']) for t in tr)}, left pending "
+                  f"{sum(t['pending'] for t in tr)}: {sum(t['ok'] for t in tr)} / {len(tr)} pass."]
     d = info["disk"]
     if d.get("run"):
         f, r = d["full_disk"], d["read_only"]
@@ -264,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=20, help="latents per folder run (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
     p.add_argument("--no-disk", action="store_true", help="skip the tmpfs full-disk / read-only trials")
+    p.add_argument("--torchrun-trials", type=int, default=5, help="SIGTERM trials of a 2-rank torchrun run")
+    p.add_argument("--torchrun-files", type=int, default=100, help="latents per torchrun trial")
     p.add_argument("--output", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md")
     p.add_argument("--no-write", action="store_true", help="print the section only")
     args = p.parse_args(argv)
@@ -272,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     if not args.no_write:
         write_section(args.output, section)
-    bad = [t for t in info["trials"] if not t["ok"]]
+    bad = [t for t in info["trials"] + info["torchrun"] if not t["ok"]]
     disk_bad = info["disk"].get("run") and not (info["disk"]["full_disk"]["ok"] and info["disk"]["read_only"]["ok"])
     return 1 if bad or disk_bad else 0
 
