@@ -116,9 +116,9 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
     eps = _floats(epsilons, "--epsilons")
     delta_v = validate_common(mechanism, delta, None)
     outputs = [outdir / "attack.json", outdir / "attack.csv", outdir / "attack.png"]
-    existing = [p for p in outputs if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"{existing[0]}: already exists; pass --overwrite or choose another -o")
+    from latentpriv.outputs import check_outputs
+
+    check_outputs(outputs, overwrite=overwrite, option="-o")
     started = time.time()
     if seed is None:
         seed = secrets.randbits(31)

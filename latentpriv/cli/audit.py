@@ -74,9 +74,10 @@ def _artifact(epsilon: float | None, trials: int | None, lattice_trials: int | N
 @click.option("--seed", type=click.IntRange(0), default=None,
               help="Use seeded numpy noise (fast, reproducible) instead of OpenDP's samplers.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o file.")
 def audit(mode: str, mechanism: str, epsilon: float | None, delta: float | None, clip_radius: float, noise_clip: float,
           trials: int | None, lattice_trials: int | None, quick: bool, output: Path | None, confidence: float,
-          seed: int | None, as_json: bool) -> None:
+          seed: int | None, as_json: bool, overwrite: bool = False) -> None:
     """Try to falsify a mechanism: estimate a lower bound on its epsilon at worst-case neighbours.
 
     Draws TRIALS outputs at a = c-B and a' = c+B (and an interior pair), tests threshold and point events
@@ -95,6 +96,9 @@ def audit(mode: str, mechanism: str, epsilon: float | None, delta: float | None,
             raise click.UsageError("audit artifact runs a fixed search of releases with OpenDP noise (laplace and "
                                    "gaussian pairs, B = 3); --mechanism/--delta/--clip-radius/--noise-clip/--seed "
                                    "do not apply")
+        from latentpriv.outputs import check_outputs
+
+        check_outputs([output], overwrite=overwrite)   # before hours of trials, not after
         _artifact(epsilon, trials, lattice_trials, confidence, quick, output, as_json)
         return
     if quick or lattice_trials is not None or output is not None:
