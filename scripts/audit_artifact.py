@@ -147,8 +147,7 @@ def section(reports: list[dict]) -> str:
         parts.append(f"- **{r['label']}**{partial}: run {when}{secs} on {r.get('cpus')} CPU cores; "
                      f"largest lower bound {max((p['epsilon_lb'] for p in r['pairs']), default=0):.2f}; {verdict}")
         for rr in r.get("reruns", []):
-            parts.append(f"  Rerun {rr['started']} with {rr['trials']:,} releases per side: "
-                         + "; ".join(rr["pairs"]) + ".")
+            parts.append(f"  Rerun {rr['started']} (trials as in the table): " + "; ".join(rr["pairs"]) + ".")
         t = r.get("tightness") or next((p["checks"]["tightness"] for p in r["pairs"]
                                         if "tightness" in p.get("checks", {})), {})
         if t:
