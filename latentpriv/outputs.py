@@ -80,7 +80,7 @@ def check_outputs(paths: Iterable[str | os.PathLike | None], *, overwrite: bool,
             continue
         p = Path(p)
         if _key(p) in resolved_inputs:
-            raise InputError(f"{p}: is an input of this command; refusing to overwrite it; choose another {option}")
+            raise InputError(f"{p}: refusing to overwrite the input file; choose another {option}")
         if p.is_dir():
             raise InputError(f"{p}: is a directory, not a file; choose another {option}")
         if (p.exists() or p.is_symlink()) and not overwrite and not written_in_this_run(p):
