@@ -237,8 +237,11 @@ def load_image(path: str | os.PathLike, *, min_side: int | None = None,
         import re
 
         m = re.search(r"\((\d+) pixels\)", str(exc))
-        raise InputError(too_big.replace("image is", f"image ({int(m.group(1)) / 1e6:.0f} MP) is") if m
-                         else too_big) from exc
+        if m is None:
+            raise InputError(too_big) from exc
+        n = int(m.group(1))
+        raise InputError(f"{path}: image ({n / 1e6:.0f} MP) is over the pixel limit of {limit:,}; downscale it "
+                         f"first or raise the limit with {MAX_PIXELS_ENV}={n}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, EOFError,
             struct.error, MemoryError) as exc:
         if isinstance(exc, InputError):
