@@ -335,6 +335,19 @@ def _check_outdir(task: BatchTask, input_dir: Path, outdir: Path, names: Sequenc
 # ------------------------------------------------------------------------------------- results.jsonl lock
 
 
+def _check_foreign_files(task: BatchTask, input_dir: Path, outdir: Path, names: Sequence[str]) -> None:
+    """The overwrite rule (latentpriv.outputs) for folder runs: a folder no batch run has written (no
+    results.jsonl) must not hold files with output names; resume inside a run's own folder is unaffected."""
+    if (outdir / RESULTS_NAME).exists() or not outdir.is_dir():
+        return
+    for name in names:
+        item = BatchItem(0, name, input_dir / name)
+        for path in (*task.output_paths(outdir, item).values(), task.sidecar_path(outdir, item)):
+            if path.exists():
+                raise InputError(f"{path}: already exists in a folder no {task.name} run has written; pass "
+                                 "--overwrite to replace it or choose an empty output folder")
+
+
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     """Append one JSON line to ``path`` under an exclusive ``fcntl`` lock, then fsync.
 
@@ -769,9 +782,12 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         try:
             names = list_inputs(input_dir, task.input_suffixes)
             _check_outdir(task, input_dir, outdir, names)
+            if not overwrite:
+                _check_foreign_files(task, input_dir, outdir, names)
             outdir.mkdir(parents=True, exist_ok=True)
             run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
             lock = RunLock.acquire(outdir, run_id=run_id, command=task.name)
+            (outdir / RESULTS_NAME).touch()   # marks the folder as a run's own from its first moment
             plan = {"names": names, "run_id": run_id}
         except (LatentprivError, OSError) as exc:
             plan = {"error": _error_text(exc), "type": type(exc).__name__}

@@ -273,6 +273,26 @@ def test_edited_sidecar_is_redone_not_a_crash_and_the_summary_is_written(tmp_pat
     assert not (out / ".latentpriv-run.lock").exists()
 
 
+def test_folder_run_never_replaces_files_of_a_folder_no_run_wrote(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        from batch_standin import make_task
+    finally:
+        sys.path.pop(0)
+    from latentpriv.batch import run_batch
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    Image.new("RGB", (8, 8)).save(src / "a.png")
+    (out / "a.npy").write_bytes(b"the user's own file")
+    with pytest.raises(InputError, match=r"a\.npy: already exists in a folder no standin run has written"):
+        run_batch(make_task(), src, out, seed=1)
+    assert (out / "a.npy").read_bytes() == b"the user's own file"
+    assert run_batch(make_task(), src, out, seed=1, overwrite=True).ok == 1
+    assert run_batch(make_task(), src, out, seed=1).skipped == 1      # its own folder now: resume as usual
+
+
 def test_output_folder_run_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_path):
     from latentpriv.distributed import RunLock
 
