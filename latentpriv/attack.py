@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -634,8 +635,11 @@ def attack_figure(result: dict[str, Any]) -> bytes:
             ax.plot([e for e, _ in pts], [v for _, v in pts], "o-", label=label)
             plotted = True
     if not plotted:
-        ax.text(0.5, 0.5, "identity skipped:\n" + str(result.get("skipped", {}).get("faces", "no faces")),
-                ha="center", va="center", transform=ax.transAxes, fontsize=8, wrap=True)
+        why = result.get("skipped", {})
+        why = why.get("faces") or why.get("identity") or "no faces"
+        ax.text(0.5, 0.5, "identity not measured:\n" + "\n".join(textwrap.wrap(str(why), 50)),
+                ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_xlim(min(eps) / 1.2, max(eps) * 1.2)
     ax.set_xscale("log")
     ax.set_xticks(eps, [f"{e:g}" for e in eps])
     ax.minorticks_off()
