@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH_START, BENCH_END = "<!-- bench_attack:start -->", "<!-- bench_attack:end -->"
 TABLE_START, TABLE_END = "<!-- attack_tables:start -->", "<!-- attack_tables:end -->"
 LIMIT_S = 600.0
+FIGURES = ("dcgan64_orth", "synth_orth", "synth_dec")   # the runs whose figure docs/PRIVACY.md shows
 
 
 def _shared() -> Path:
@@ -217,7 +218,7 @@ def matrix(ns: argparse.Namespace) -> None:
         notes.append(f"- {label}: N = {data['num']} test + {data['num_train']} training faces, split "
                      f"{data['split']}, image adversary on {data['image_features']}"
                      + (f"; skipped {skipped}" if skipped else "") + f"; `{_public(r['command'], work)}`")
-        if not ns.no_write:
+        if not ns.no_write and key in FIGURES:
             shutil.copyfile(out / "attack.png", REPO / "docs" / "images" / f"attack_{key}.png")
     if ns.no_write:
         print("\n".join(rows))
