@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import glob
 import hashlib
 import json
 import logging
@@ -52,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from latentpriv.errors import InputError, LatentprivError
+from latentpriv.errors import ConfigError, InputError, LatentprivError
 from latentpriv.io import IMAGE_SUFFIXES, json_default, save_image, save_npy, sha256_file, write_json
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,12 @@ class BatchTask:
             would not recognise and release again.
         close: called by :func:`run_cli` on every rank once the run ends, however it ends, while the
             process group still exists (e.g. settle the ledger's pending charges).
+        preflight: optional ``preflight(paths)`` over every input of the folder, run by rank 0 before the
+            output folder is created or touched. It checks what does not depend on one file alone (a
+            missing boundary, settings that no input can satisfy) and raises a
+            :class:`~latentpriv.errors.LatentprivError`: the run then stops once, with that one line, and
+            leaves nothing behind (no OUTDIR, results.jsonl, summary.json or run lock). A file it cannot
+            read is left to fail on its own.
     """
 
     name: str
@@ -165,6 +172,7 @@ class BatchTask:
     fingerprint_key: bytes | None = None
     sidecar_first: bool = False
     close: Callable[[], None] | None = None
+    preflight: Callable[[list[Path]], None] | None = None
 
     def __post_init__(self) -> None:
         if not self.output_suffixes:
@@ -539,6 +547,14 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+def _error_class(name: str) -> type[LatentprivError]:
+    """The :mod:`latentpriv.errors` class called ``name`` (its exit code), else :class:`InputError`."""
+    from latentpriv import errors
+
+    cls = getattr(errors, name, None)
+    return cls if isinstance(cls, type) and issubclass(cls, LatentprivError) else InputError
+
+
 def _error_text(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     if isinstance(exc, LatentprivError):
@@ -784,6 +800,8 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
             _check_outdir(task, input_dir, outdir, names)
             if not overwrite:
                 _check_foreign_files(task, input_dir, outdir, names)
+            if task.preflight is not None:   # setup errors: once, before anything is written
+                task.preflight([input_dir / n for n in names])
             outdir.mkdir(parents=True, exist_ok=True)
             run_id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
             lock = RunLock.acquire(outdir, run_id=run_id, command=task.name)
@@ -795,7 +813,7 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         plan = {}
     plan = dist.broadcast_object(plan)
     if "error" in plan:
-        raise InputError(plan["error"])
+        raise _error_class(plan["type"])(plan["error"])
     names = plan["names"]
     run_id = plan["run_id"]
     items = [BatchItem(index=i, name=n, path=input_dir / n,
@@ -889,11 +907,14 @@ def _deterministic_torch() -> None:
 
 def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Path | None, *, device: str,
             batch_size: int = 1, overwrite: bool = False, seed: int | None = None, progress: bool = True,
-            as_json: bool = False) -> BatchSummary:
+            as_json: bool = False,
+            finish: Callable[[BatchSummary], tuple[str, str | None]] | None = None) -> BatchSummary:
     """Run a folder command: process group from torchrun's environment, task, summary, exit code.
 
     ``build_task(dist)`` makes the task once the rank's device is known (``dist.device``). Prints the
-    summary line (or the summary as JSON) on rank 0. When items failed, rank 0 raises :class:`ItemsFailed`
+    summary line (or the summary as JSON) on rank 0. ``finish(summary)``: post-processing on rank 0 after
+    the run (e.g. rendering), returning a line to print and an error text (None when all went well); an
+    error makes the exit status 1 like a failed item. When items failed, rank 0 raises :class:`ItemsFailed`
     ("N of M inputs failed: <first errors>", exit status 1, printed by the CLI as one ``Error:`` line) and
     the other ranks exit with status 1 quietly; when interrupted every rank exits ``128 + signal``.
     """
@@ -926,12 +947,20 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
         else:
             click.echo(summary.line())
             click.echo(f"records: {Path(outdir) / RESULTS_NAME}, summary: {Path(outdir) / SUMMARY_NAME}", err=True)
+    post_error = None
+    if finish is not None and dist.is_main:
+        line, post_error = finish(summary)
+        if line:
+            click.echo(line)
     if summary.failed:
         if not dist.is_main:
             raise SystemExit(ItemsFailed.exit_code)
         shown = [summary.errors.get(name) or name for name in summary.failed_items[:3]]
         raise ItemsFailed(f"{summary.failed} of {summary.total} inputs failed: " + "; ".join(shown)
-                          + (" ..." if summary.failed > 3 else "") + f" (all in {Path(outdir) / RESULTS_NAME})")
+                          + (" ..." if summary.failed > 3 else "") + f" (all in {Path(outdir) / RESULTS_NAME})"
+                          + (f"; {post_error}" if post_error else ""))
+    if post_error:
+        raise ItemsFailed(post_error)
     return summary
 
 
@@ -973,7 +1002,7 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
                    max_epsilon: float | None = None, force: bool = False, seed: int | None = None,
                    warn: Callable[[str], None] | None = None, decorrelate: bool | None = None,
                    max_norm: float | None = None, subject: str | None = None, label: str | None = None,
-                   ledger: Any = None) -> BatchTask:
+                   ledger: Any = None, generator: Any = None) -> BatchTask:
     """The ``privatize`` command as a :class:`BatchTask`: ``STEM.npy -> STEM_private.npy + STEM_private.json``.
 
     Same options and same release as ``latentpriv privatize FILE`` (its helpers and
@@ -988,10 +1017,14 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     time and never retried within a run (a release is a side effect). Inputs are true latents, so the
     sidecar (the release record) identifies its input by an HMAC under a key kept beside the ledger
     (``<ledger>.batch-key``), never by a plain hash that would let anyone test a guessed latent.
+    ``generator``: the loaded generator of ``weights``/``model`` when the caller has one (``--render``);
+    the latents are then checked against its dimensions before any release (default: loaded only for
+    ``center="auto"``).
     """
 
     from latentpriv.boundaries import resolve_directions
     from latentpriv.cli.privatize import (
+        MODEL_DEFAULT_SPACE,
         load_generator_for,
         load_latent_input,
         parse_center,
@@ -1010,10 +1043,9 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     layer_idx = parse_layers(layers)
     split = parse_split(epsilon_split)
     if layer_idx is not None and space not in (None, "wp"):
-        from latentpriv.errors import ConfigError
-
         raise ConfigError("--layers applies only to W+ latents (--space wp)")
-    G = load_generator_for(weights, model, str(device)) if center_v == "auto" else None
+    G = generator if generator is not None else (
+        load_generator_for(weights, model, str(device)) if center_v == "auto" else None)
     n_dirs = len(attrs) + len(boundary_files)
     if n_dirs == 0:
         raise InputError("no direction given; use --attr NAME (e.g. smile) or --boundary FILE")
@@ -1038,6 +1070,34 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
                                      device=str(device), warn_fn=warn)
             directions[(sp, dim)] = (dirs, bounds, centers, center_mode, cov)
         return directions[(sp, dim)]
+
+    def preflight(paths: list[Path]) -> None:
+        # group the inputs by the (space, dimension) their headers give, set each group up as release()
+        # will; when every group fails, every input would fail the same way: a setup error, raised once
+        groups: dict[tuple[str, int], int] = {}
+        for path in paths:
+            shape = _npy_shape(path)
+            if shape is None or len(shape) not in (1, 2, 3):
+                continue   # unreadable or malformed: that file fails on its own
+            sp = space or ("wp" if len(shape) == 3 else str(G.default_space) if G is not None
+                           else MODEL_DEFAULT_SPACE.get(model, "w"))
+            dim = int(G.z_dim if sp == "z" else G.w_dim) if G is not None else int(shape[-1])
+            groups[(sp, dim)] = groups.get((sp, dim), 0) + 1
+        if not groups:   # no readable input: still report a missing boundary before creating anything
+            resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions, model=model,
+                               space=space or MODEL_DEFAULT_SPACE.get(model, "w"), dim=None)
+            return
+        failures: list[LatentprivError] = []
+        for sp, dim in groups:
+            try:
+                if layer_idx is not None and sp != "wp":
+                    raise ConfigError(f"--layers applies only to W+ latents (--space wp); the inputs are {sp} "
+                                      "latents: drop --layers")
+                directions_for(sp, dim)
+            except LatentprivError as exc:
+                failures.append(exc)
+        if len(failures) == len(groups):
+            raise failures[0]
 
     def load(item: BatchItem) -> Any:
         inp = load_latent_input(item.path, space=space, model=model, generator=G)
@@ -1090,7 +1150,23 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     key = secret_key(ledger.path.with_name(ledger.path.name + ".batch-key"))
     return BatchTask(name="privatize", input_suffixes=(".npy",), output_suffixes=("_private.npy",),
                      sidecar_suffix="_private.json", load=load, process=process, config=config, verify=verify,
-                     retry_alone=False, fingerprint_key=key, sidecar_first=True)
+                     retry_alone=False, fingerprint_key=key, sidecar_first=True, preflight=preflight)
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    """The array shape in a ``.npy`` file's header (the data is not read); None when it has no valid header."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, _ = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, _ = np.lib.format.read_array_header_2_0(fh)
+            else:
+                return None
+    except (OSError, ValueError):
+        return None
+    return tuple(int(n) for n in shape)
 
 
 def _content_id(source: Any) -> str | None:
@@ -1138,8 +1214,13 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
     import torch
 
     from latentpriv.cli.invert import decode_side, inversion_record, load_target
-    from latentpriv.inversion import config_to_dict, invert
+    from latentpriv.inversion import _resolve_space, config_to_dict, invert
 
+    # the settings every image would fail on (a space the model lacks, init: mean in Z) fail once, up front
+    space = _resolve_space(G, config.space)
+    if config.init == "mean" and (space == "z" or getattr(G, "w_avg", None) is None):
+        raise ConfigError(f"init: mean needs a W space with w_avg; model {getattr(G, 'name', '?')!r} in space "
+                          f"{space!r}: use init: random")
     config_dict = config_to_dict(config)
     info = G.info() if hasattr(G, "info") else {"name": getattr(G, "name", "custom")}
     perceptual: dict[str, Any] = {"vgg16": networks.vgg_source, "lpips": networks.lpips_source}
@@ -1222,12 +1303,75 @@ def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: st
                    batch_size=batch_size, overwrite=overwrite, progress=progress)
 
 
+def render_paths(render_dir: Path, stem: str, rows: int) -> list[Path]:
+    """Where ``privatize DIR --render RENDER_DIR`` puts the images of ``STEM_private.npy``:
+    ``STEM_private.png`` for one row, ``STEM_private_0000.png`` ... for N rows (as ``generate DIR`` names them)."""
+    return [render_dir / (f"{stem}_private.png" if rows == 1 else f"{stem}_private_{i:04d}.png")
+            for i in range(rows)]
+
+
+def check_render_dir(render_dir: Path, input_dir: Path, outdir: Path, *, overwrite: bool) -> None:
+    """Up-front checks of ``--render RENDER_DIR`` for a folder run (before anything is written): a folder,
+    and, unless ``overwrite``, no images with render names in it while OUTDIR holds no run (the overwrite
+    rule: only renders of this output folder's own releases are ever replaced)."""
+    render_dir = Path(render_dir)
+    if render_dir.exists() and not render_dir.is_dir():
+        raise InputError(f"--render {render_dir}: a folder input renders into a folder; give --render RENDER_DIR")
+    if overwrite or not render_dir.is_dir() or (Path(outdir) / RESULTS_NAME).exists():
+        return
+    for path in sorted(Path(input_dir).glob("*.npy")):
+        stem = glob.escape(path.stem)
+        for found in (*render_dir.glob(f"{stem}_private.png"), *render_dir.glob(f"{stem}_private_*.png")):
+            raise InputError(f"{found}: already exists and no run has written {outdir}; pass --overwrite to replace "
+                             "it or choose an empty --render folder")
+
+
+def render_released(G: Any, outdir: Path, render_dir: Path, summary: BatchSummary, *, space: str | None,
+                    model: str, overwrite: bool = False) -> tuple[list[Path], dict[str, str]]:
+    """Render the latents a folder ``privatize`` run released or found complete (``privatize DIR --render``).
+
+    For every item of ``summary``'s run recorded ``ok`` or ``skipped`` in ``OUTDIR/results.jsonl``:
+    ``OUTDIR/STEM_private.npy`` -> :func:`render_paths` (uint8 PNGs, the generator's default truncation for
+    Z/W, as ``privatize FILE --render``). An item skipped as complete whose images all exist is not rendered
+    again unless ``overwrite``. Rendering reads only released latents, so it spends no budget. A file that
+    fails (unreadable, wrong dimension, disk full) is reported and the others are still rendered.
+
+    Returns ``(written image paths, {item name: one-line error})``.
+    """
+    from latentpriv.cli.privatize import load_latent_input, render_latents
+
+    written: list[Path] = []
+    errors: dict[str, str] = {}
+    done = {rec["item"]: rec["status"] for rec in read_results(outdir, summary.run_id)
+            if rec.get("status") in ("ok", "skipped")}
+    for name in sorted(done):
+        stem = Path(name).stem
+        latent = Path(outdir) / f"{stem}_private.npy"
+        try:
+            inp = load_latent_input(latent, space=space, model=model, generator=G)
+            paths = render_paths(Path(render_dir), stem, inp.latent.shape[0])
+            if done[name] == "skipped" and not overwrite and all(p.is_file() for p in paths):
+                continue
+            images = render_latents(G, inp.latent, inp.space)
+            for path, image in zip(paths, images, strict=True):
+                save_image(path, image)
+                written.append(path)
+        except (LatentprivError, OSError, RuntimeError, ValueError) as exc:
+            errors[name] = f"{latent}: {_error_text(exc)}" if str(latent) not in str(exc) else _error_text(exc)
+            log.warning("%s: render failed: %s", name, errors[name])
+    return written, errors
+
+
 def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto", overwrite: bool = False,
                   seed: int | None = None, warn: Callable[[str], None] | None = None,
-                  **options: Any) -> BatchSummary:
+                  render_dir: Path | None = None, **options: Any) -> BatchSummary:
     """``latentpriv privatize DIR -o OUTDIR``: every ``.npy`` of DIR, one shared ledger, resumable.
 
     ``options`` are :func:`privatize_task`'s (the command's options); warnings are shown on rank 0 only.
+    ``render_dir`` (``--render``): after the run, rank 0 renders every latent released in it or found
+    complete (:func:`render_released`) with the generator of ``--weights``/``--model``, which is loaded
+    before anything is released (missing weights fail up front); a failed render exits 1 without undoing
+    the releases or the other renders.
     A ledger that lies in the input or output folder is refused. Under torchrun rank 0 alone opens the
     ledger and serves the other ranks (:mod:`latentpriv.privacy.ledger_remote`). However the run ends
     (done, failed, SIGTERM: exit 143), the charges left pending are resolved before the process group
@@ -1238,9 +1382,17 @@ def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto",
 
     if outdir is not None:
         check_ledger_path(Ledger(options.get("ledger_path")), folders=[input_dir, outdir])
+        if render_dir is not None:
+            check_render_dir(render_dir, input_dir, outdir, overwrite=overwrite)
+    rendering: dict[str, Any] = {}
 
     def build(dist: Any) -> BatchTask:
+        from latentpriv.cli.privatize import load_generator_for
         from latentpriv.privacy.ledger_remote import open_ledger
+
+        if render_dir is not None:   # before the ledger opens: missing weights fail with nothing written
+            rendering["G"] = load_generator_for(options.get("weights"), options.get("model", "stylegan_ffhq"),
+                                                str(dist.device))
 
         # under torchrun rank 0 alone opens the SQLite file; the other ranks ask it over the process group
         ledger, server = open_ledger(options.pop("ledger_path", None), dist)
@@ -1254,12 +1406,23 @@ def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto",
             ledger.close()
 
         task = privatize_task(outdir=Path(outdir), device=dist.device, seed=seed,  # type: ignore[arg-type]
-                              warn=warn if dist.is_main else None, ledger=ledger, **options)
+                              warn=warn if dist.is_main else None, ledger=ledger, generator=rendering.get("G"),
+                              **options)
         # one fingerprint key for the whole job: rank 0's, kept beside the ledger on its disk (other nodes
         # would otherwise each make their own, and a resume with another world size would not recognise
         # files released on another node)
         key = dist.broadcast_object(task.fingerprint_key)
         return dataclasses.replace(task, close=close, fingerprint_key=key)
+
+    def finish(summary: BatchSummary) -> tuple[str, str | None]:
+        written, errors = render_released(rendering["G"], Path(outdir), Path(render_dir), summary,  # type: ignore[arg-type]
+                                          space=options.get("space"), model=options.get("model", "stylegan_ffhq"),
+                                          overwrite=overwrite)
+        line = f"rendered {len(written)} image(s) to {render_dir}" + (f", {len(errors)} failed" if errors else "")
+        if not errors:
+            return line, None
+        shown = "; ".join(list(errors.values())[:3]) + (" ..." if len(errors) > 3 else "")
+        return line, f"{len(errors)} render(s) failed (their releases are kept): {shown}"
 
     def early_term(signum: int, frame: Any) -> None:
         raise BatchInterrupted(signum)
@@ -1269,7 +1432,8 @@ def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto",
                 if threading.current_thread() is threading.main_thread() else None)
     try:
         return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
-                       batch_size=1, overwrite=overwrite, seed=seed)
+                       batch_size=1, overwrite=overwrite, seed=seed,
+                       finish=finish if render_dir is not None else None)
     except BatchInterrupted as exc:
         raise SystemExit(exc.exit_code) from None
     finally:

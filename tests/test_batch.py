@@ -628,6 +628,132 @@ def test_privatize_folder_cli_resumes_and_shares_the_ledger(tmp_path):
     assert len(errors) == 3 and all("max-epsilon" in e for e in errors)
 
 
+def _dcgan_latents(folder: Path, rows: dict[str, int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(21)
+    for stem, n in rows.items():
+        np.save(folder / f"{stem}.npy", rng.standard_normal((n, 100)).astype(np.float32))
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--model", "dcgan64", "--attr", "nosuch"], "no boundary dcgan64_nosuch_boundary.npy"),
+    (["--model", "dcgan64", "--boundary", "missing.npy"], "missing.npy: no such file"),
+    (["--model", "dcgan64", "--attr", "smile", "--layers", "0-3"], "--layers applies only to W+"),
+    (["--attr", "smile", "--space", "w"], "boundary dimension 512 does not match the latent's 100"),
+    (["--model", "dcgan64", "--attr", "smile", "--mechanism", "gaussian"], "needs --delta"),
+    (["--model", "dcgan64", "--attr", "smile", "--center", "auto", "--weights", "missing.pth"],
+     "missing.pth: file not found"),
+    (["--model", "dcgan64", "--attr", "smile", "--render", "r", "--weights", "missing.pth"],
+     "missing.pth: file not found"),
+    (["--attr", "smile", "--render", "r"], "asset 'stylegan_ffhq'"),
+])
+def test_privatize_folder_setup_errors_fail_once_and_leave_nothing(tmp_path, monkeypatch, extra, fragment):
+    """An error every input would hit is one line, before OUTDIR (results.jsonl, summary, run lock) exists."""
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "home"))   # no StyleGAN weights found
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _dcgan_latents(tmp_path / "in", {"a": 1, "b": 1, "c": 2})
+    res = CliRunner().invoke(cli, ["privatize", "in", "-o", "out", "--epsilon", "1", "--ledger", "l.sqlite",
+                                   "--device", "cpu", *extra])
+    assert res.exit_code == 2, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and fragment in errors[0] and res.output.count(fragment) == 1, res.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "r").exists()
+
+
+def test_privatize_folder_a_file_of_its_own_kind_still_fails_alone(tmp_path, monkeypatch):
+    """Not a setup error: one latent of another dimension fails as an item, the others are released."""
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    _dcgan_latents(tmp_path / "in", {"a": 1, "b": 1})
+    np.save(tmp_path / "in" / "odd.npy", np.zeros((1, 512), np.float32))
+    res = CliRunner().invoke(cli, ["privatize", "in", "-o", "out", "--epsilon", "1", "--ledger", "l.sqlite",
+                                   "--model", "dcgan64", "--attr", "smile", "--device", "cpu"])
+    assert res.exit_code == 1 and "2 ok, 0 skipped, 1 failed (of 3)" in res.output, res.output
+    assert (tmp_path / "out" / "a_private.npy").is_file() and not (tmp_path / "out" / "odd_private.npy").exists()
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--space", "wp"], "space 'wp' is not available for model 'dcgan64'"),
+    (["--set", "init=mean"], "init: mean needs a W space"),
+    (["--set", "nosuch=1"], "unknown key(s) nosuch"),
+])
+def test_invert_folder_setup_errors_fail_once_and_leave_nothing(tmp_path, monkeypatch, extra, fragment):
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "img").mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    res = CliRunner().invoke(cli, ["invert", "img", "-o", "out", "--model", "dcgan64", "--iterations", "1",
+                                   "--device", "cpu", *extra])
+    assert res.exit_code == 2 and res.output.count(fragment) == 1, res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_privatize_folder_render_with_dcgan64(tmp_path, monkeypatch):
+    """--render RENDER_DIR: every released latent rendered (STEM_private.png, STEM_private_0000.png for N rows)
+    as the single-file --render renders it; a resume renders only what is missing; a failed render loses
+    neither the releases nor the other renders."""
+    from click.testing import CliRunner
+
+    import latentpriv
+    from latentpriv.cli import cli
+    from latentpriv.cli.privatize import render_latents
+    from latentpriv.privacy.ledger import Ledger
+
+    monkeypatch.chdir(tmp_path)
+    _dcgan_latents(tmp_path / "in", {"a": 1, "b": 1, "m": 2})
+    args = ["privatize", "in", "-o", "out", "--render", "r", "--epsilon", "1", "--ledger", "l.sqlite",
+            "--model", "dcgan64", "--attr", "smile", "--device", "cpu"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "3 ok" in res.output and "rendered 4 image(s) to r" in res.output
+    names = ["a_private.png", "b_private.png", "m_private_0000.png", "m_private_0001.png"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == names
+    G = latentpriv.load_generator("dcgan64", device="cpu")
+    m = np.load(tmp_path / "out" / "m_private.npy")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "r" / "m_private_0001.png")), render_latents(G, m, "z")[1])
+    charges = len(Ledger(tmp_path / "l.sqlite").entries())
+
+    (tmp_path / "r" / "b_private.png").unlink()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "0 ok, 3 skipped" in again.output and "rendered 1 image(s)" in again.output
+    assert (tmp_path / "r" / "b_private.png").is_file()
+    assert len(Ledger(tmp_path / "l.sqlite").entries()) == charges   # rendering spends nothing
+
+    (tmp_path / "r2" / "b_private.png").mkdir(parents=True)   # this render cannot be written
+    bad = CliRunner().invoke(cli, [*args[:3], "out2", "--render", "r2", *args[6:], "--overwrite",
+                                   "--max-epsilon", "100"])
+    assert bad.exit_code == 1 and "3 ok" in bad.output and "1 render(s) failed" in bad.output, bad.output
+    assert "rendered 3 image(s) to r2, 1 failed" in bad.output
+    assert (tmp_path / "out2" / "b_private.npy").is_file() and (tmp_path / "r2" / "m_private_0001.png").is_file()
+
+
+def test_privatize_folder_render_refuses_images_no_run_made(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    _dcgan_latents(tmp_path / "in", {"a": 1})
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "a_private.png").write_bytes(b"someone's")
+    res = CliRunner().invoke(cli, ["privatize", "in", "-o", "out", "--render", "r", "--epsilon", "1", "--ledger",
+                                   "l.sqlite", "--model", "dcgan64", "--attr", "smile", "--device", "cpu"])
+    assert res.exit_code == 2 and "r/a_private.png: already exists" in res.output
+    assert not (tmp_path / "out").exists() and (tmp_path / "r" / "a_private.png").read_bytes() == b"someone's"
+
+
 def test_privatize_dir_script_on_two_ranks_shares_the_ledger_logs_and_resumes(tmp_path):
     names = _latents(tmp_path / "in", 4)
     env = {**_env(), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}

@@ -271,8 +271,10 @@ def default_output(path: Path) -> Path:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Released latent (default: INPUT_private.npy); the record goes beside it as .json. "
                    "For a folder INPUT: the output folder (STEM_private.npy + STEM_private.json per file).")
-@click.option("--render", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also render the released latent to this image (one file per row: NAME_i.png for N > 1).")
+@click.option("--render", type=click.Path(path_type=Path), default=None,
+              help="Also render the released latent to this image (one file per row: NAME_i.png for N > 1). "
+                   "For a folder INPUT: a folder, STEM_private.png per released file (STEM_private_0000.png ... "
+                   "for N rows); rendering spends no budget.")
 @privacy_options
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON on stdout.")
 def privatize(input_path: Path, epsilon: float, output: Path | None, render: Path | None, attrs, boundary_files,
@@ -301,15 +303,17 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
         # a folder: the batch engine (torchrun shards, one shared ledger, verified resume, results.jsonl)
         from latentpriv.batch import privatize_dir
 
-        if render is not None or as_json:
-            raise ConfigError("--render and --json apply to a single file; a folder run writes OUTDIR/results.jsonl")
-        privatize_dir(input_path, output, device=device, overwrite=overwrite, seed=seed, warn=warn,
+        if as_json:
+            raise ConfigError("--json applies to a single file; a folder run writes OUTDIR/results.jsonl")
+        privatize_dir(input_path, output, device=device, overwrite=overwrite, seed=seed, warn=warn, render_dir=render,
                       epsilon=epsilon, attrs=attrs, boundary_files=boundary_files, conditions=conditions,
                       mechanism=mechanism, delta=delta, clip_radius=clip_radius, center=center,
                       epsilon_split=epsilon_split, noise_clip=noise_clip, space=space, layers=layers, model=model,
                       weights=weights, ledger_path=ledger_path, max_epsilon=max_epsilon, force=force,
                       decorrelate=decorrelate, max_norm=max_norm, subject=subject, label=label)
         return
+    if render is not None and render.is_dir():
+        raise InputError(f"--render {render}: a folder; for a single latent give an image file, e.g. private.png")
     delta_v = validate_common(mechanism, delta, max_epsilon)
     center_v = parse_center(center)
     layer_idx = parse_layers(layers)
