@@ -235,27 +235,56 @@ def _render_all(render: Render, latent: np.ndarray, bar) -> np.ndarray:
     return np.concatenate(out)
 
 
-class _Faces:
-    """dlib analysis of renders: landmark scores (``[n, 4]``, NaN: no face) and, on request, embeddings."""
+def _analyse_chunk(chunk: np.ndarray, embed: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Landmark scores ``[n, 4]`` and, if ``embed``, embeddings ``[n, 128]`` of renders ``uint8 [n, H, W, 3]``
+    (module level: it runs in worker processes)."""
+    from latentpriv.faces.attributes import ATTRIBUTES, score_images
+    from latentpriv.metrics import face_analysis
 
-    def __init__(self, enabled: bool) -> None:
+    if embed:
+        s, e = face_analysis(chunk)
+    else:
+        s, e = score_images(chunk), None
+    return np.stack([s[a] for a in ATTRIBUTES], axis=1), e
+
+
+class _Faces:
+    """dlib analysis of renders: landmark scores (``[n, 4]``, NaN: no face) and, on request, embeddings.
+
+    dlib's detector and embedding run on one core each; with ``workers`` > 1 chunks go to that many worker
+    processes (spawned, so they share no torch or OpenMP state with this one) and come back in order.
+    """
+
+    def __init__(self, enabled: bool, workers: int = 1) -> None:
         self.enabled = enabled
+        self.workers = max(1, int(workers))
+        self._pool = None
+
+    def _map(self, chunks: list[np.ndarray], embed: bool):
+        if self.workers == 1 or len(chunks) < 2:
+            return (_analyse_chunk(c, embed) for c in chunks)
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool.map(_analyse_chunk, chunks, [embed] * len(chunks))
 
     def analyse(self, images: np.ndarray, *, embed: bool, bar) -> tuple[np.ndarray, np.ndarray | None]:
-        from latentpriv.faces.attributes import ATTRIBUTES, score_images
-        from latentpriv.metrics import face_analysis
-
+        step = RENDER_BATCH if self.workers == 1 else max(8, RENDER_BATCH // self.workers)
+        chunks = [images[i:i + step] for i in range(0, images.shape[0], step)]
         scores, embs = [], []
-        for i in range(0, images.shape[0], RENDER_BATCH):
-            chunk = images[i:i + RENDER_BATCH]
+        for chunk, (s, e) in zip(chunks, self._map(chunks, embed), strict=True):
+            scores.append(s)
             if embed:
-                s, e = face_analysis(chunk)
                 embs.append(e)
-            else:
-                s = score_images(chunk)
-            scores.append(np.stack([s[a] for a in ATTRIBUTES], axis=1))
             bar.update(chunk.shape[0])
         return np.concatenate(scores), (np.concatenate(embs) if embed else None)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 class _Perceptual:
@@ -330,7 +359,7 @@ def _bound_for(record: dict, majority: float) -> tuple[float | None, dict]:
 
 def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release, render: Render,
                train_release: Release | None = None, networks: Any = None, faces: bool = True,
-               seed: int = 0, progress: Callable[..., Any] | None = None) -> dict[str, Any]:
+               seed: int = 0, progress: Callable[..., Any] | None = None, face_workers: int = 1) -> dict[str, Any]:
     """Release every test face at every epsilon, render, and run the adversaries (module docstring).
 
     Args:
@@ -346,6 +375,7 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
             or a missing extra skips those parts and says so in ``skipped``.
         seed: seeds the classifiers (scikit-learn's solvers).
         progress: a tqdm-like factory ``progress(total=..., desc=...)`` for bars; None: no bars.
+        face_workers: processes for the dlib analysis (it uses one core each).
 
     Returns:
         JSON-able ``{"attributes", "num", "num_train", "image_features", "skipped", "results": [...],
@@ -389,7 +419,7 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
     bar = bar_factory(total=total, desc="originals: render and analyse", unit="img")
     img_test = _render_all(render, data.test, bar)
     img_train = _render_all(render, data.train, bar)
-    fa = _Faces(use_faces)
+    fa = _Faces(use_faces, face_workers)
     lm_test = lm_train = emb_test = None
     if use_faces:
         lm_test, emb_test = fa.analyse(img_test, embed=True, bar=bar)
@@ -511,6 +541,7 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
                      adv["coordinate"]["accuracy"], "none" if bound is None else f"{bound:.3f}",
                      adv["residual"]["accuracy"], adv["image"]["accuracy"])
 
+    fa.close()
     return {
         "attributes": names,
         "num": n_test,

@@ -69,15 +69,24 @@ def test_near_orthonormal_directions_are_reorthonormalised():
     assert res.record["directions"]["sha256_float64"] == want
 
 
-def test_max_norm_is_the_domain():
+def test_max_norm_sets_the_coverage_not_a_refusal():
+    """Records above max_norm are released (a refusal would reveal a large coordinate); only absurd norms
+    (> HARD_MAX_NORM) are refused; sigma is proportional to max_norm."""
+    from latentpriv.privacy.mechanisms import HARD_MAX_NORM
+
     n = _unit(100, 5)[None]
     big = np.full((1, 100), 30.0, np.float32)               # norm 300 > 256
-    with pytest.raises(InputError, match="max_norm"):
-        privatize(big, n, epsilon=1.0, seed=0)
+    res = privatize(big, n, epsilon=1.0, seed=0)
+    assert res.latent.shape == big.shape
+    rec_small = privatize(big / 10, n, epsilon=1.0, seed=0).record
+    # nothing in the record depends on the input's norm
+    assert res.record["residual_release"] == rec_small["residual_release"]
+    with pytest.raises(InputError, match="not a latent"):
+        privatize(np.full((1, 100), HARD_MAX_NORM, np.float32), n, epsilon=1.0, seed=0)
     res = privatize(big, n, epsilon=1.0, seed=0, max_norm=512)
     assert res.record["residual_release"]["max_norm"] == 512
-    assert res.record["residual_release"]["sigma"] == pytest.approx(
-        2 * privatize(big / 2, n, epsilon=1.0, seed=0).record["residual_release"]["sigma"], rel=1e-3)
+    assert res.record["residual_release"]["sigma"] == pytest.approx(2 * rec_small["residual_release"]["sigma"],
+                                                                     rel=1e-2)
 
 
 def test_dither_calibration_covers_float32_rounding():

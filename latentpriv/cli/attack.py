@@ -8,6 +8,7 @@ resolve the directions and the split, build the release (the ledger only with ``
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from pathlib import Path
@@ -83,9 +84,11 @@ def _sample(G, n: int, space: str, seed: int) -> np.ndarray:
               help="Output folder: attack.json, attack.csv, attack.png.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs in OUTDIR.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N].")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Processes for the dlib face analysis (one core each); 0: every core this process may use.")
 def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, latents_dir, space, mechanism, delta,
            clip_radius, center, decorrelate, seed, seed_noise, ledger_path, faces, lpips, outdir, overwrite,
-           device) -> None:
+           device, workers) -> None:
     """Attack released faces: attribute inference, re-identification and quality vs the DP bound.
 
     \b
@@ -213,7 +216,8 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
     data = AttackData(test=test, train=train, directions=dirs, centers=centers, attributes=names, split_basis=u)
     result = run_attack(data, epsilons=eps, release=release, train_release=train_release,
                         render=lambda x: render_latents(G, x, sp), networks=networks, faces=faces,
-                        seed=int(seed), progress=lambda **kw: tqdm(leave=False, **kw))
+                        seed=int(seed), progress=lambda **kw: tqdm(leave=False, **kw),
+                        face_workers=workers or len(os.sched_getaffinity(0)))
     if skipped_lpips:
         result["skipped"]["lpips"] = skipped_lpips
     for key, why in result["skipped"].items():

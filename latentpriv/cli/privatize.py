@@ -157,6 +157,17 @@ def resolve_covariance(decorrelate: bool | None, model: str, space: str, *, devi
     return cov
 
 
+def warn_above_max_norm(inp: LatentInput, max_norm: float) -> None:
+    """Say (on the user's console only: nothing public depends on it) when a record's norm is above --max-norm,
+    where float32 encodings of one face are no longer guaranteed to be neighbours."""
+    rows = np.asarray(inp.latent, dtype=np.float64).reshape(inp.latent.shape[0], -1)
+    norms = np.sqrt((rows ** 2).sum(axis=1))
+    if (norms > max_norm).any():
+        warn(f"{inp.path}: {int((norms > max_norm).sum())} record(s) with norm up to {norms.max():.4g} > --max-norm "
+             f"{max_norm:g}: released, but the float-level guarantee covers float encodings of a face only up to "
+             "--max-norm; raise --max-norm (a larger residual dither) to cover them")
+
+
 def check_outputs(paths: list[Path], inputs: list[Path], overwrite: bool) -> None:
     """Refuse to overwrite an input ever, or an existing output unless ``overwrite`` (latentpriv.outputs)."""
     from latentpriv.outputs import check_outputs as check
@@ -289,6 +300,7 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     \b
     Examples:
       latentpriv privatize z.npy --model dcgan64 --attr smile --epsilon 1.0 --max-epsilon 4 --render private.png
+      latentpriv privatize samples/ -o private/ --render renders/ --model dcgan64 --attr smile --epsilon 1.0
       latentpriv privatize w.npy --attr smile --epsilon 1.0 --max-epsilon 4   # a StyleGAN W latent
     """
     import json
@@ -321,6 +333,7 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
 
     G = load_generator_for(weights, model, device) if (render is not None or center_v == "auto") else None
     inp = load_latent_input(input_path, space=space, model=model, generator=G)
+    warn_above_max_norm(inp, max_norm)
     # with --attr the model's boundaries fix the dimension, so a mismatch is the latent's fault (say so)
     dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
                                       model=model, space=inp.space, dim=None if attrs else inp.latent.shape[-1])

@@ -377,10 +377,14 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
 
 #: Unit roundoff of float32, the coarsest input precision whose rounding the float-level relation covers.
 FLOAT32_UNIT_ROUNDOFF = 2.0 ** -24
-#: Default bound M on a record's L2 (Frobenius, over all W+ layers) norm: StyleGAN W rows have norm ~20-40,
-#: W+ records ~100-170, dcgan64 Z ~10. Larger records are outside the release's domain (refused). The
-#: dither's sigma is proportional to M (0.016 per number at 256).
+#: Default M: float encodings of one face are neighbours (within tau) when their record norm (L2 over all W+
+#: layers) is at most M. StyleGAN W rows have norm ~20-40, W+ records ~100-170, dcgan64 Z ~10. Larger
+#: records are released too (refusing them would reveal a large coordinate), but their float encodings may
+#: lie farther apart than tau. The dither's sigma is proportional to M (0.016 per number at 256).
 DEFAULT_MAX_NORM = 256.0
+#: Records above this norm are refused: the bound on the float64 evaluation error of the residual (part of
+#: the dither's sensitivity) assumes it. No latent of a generator comes near it.
+HARD_MAX_NORM = 2.0 ** 16
 #: The residual dither's budget, added to every release by basic composition.
 DEFAULT_DITHER_EPSILON = 0.01
 DEFAULT_DITHER_DELTA = 1e-10
@@ -402,7 +406,7 @@ def _frame(w: np.ndarray, dim: int, layers: Sequence[int] | None, *, release: bo
         raise InputError(f"w is {w.dtype}: its rounding (relative {np.finfo(w.dtype).eps / 2:.2g}) carries how the "
                          "coordinate was encoded and is not covered by the float-level guarantee (float32/float64 "
                          "inputs only); save the latent as float32 from its source (converting this file keeps the "
-                         f"{w.dtype} rounding), or pass a larger max_norm only if you know why")
+                         f"{w.dtype} rounding)")
     if not np.isfinite(w).all():
         raise InputError(f"w contains {int((~np.isfinite(w)).sum())} NaN/inf value(s)")
     if w.ndim == 1:
@@ -503,8 +507,8 @@ class Dither:
     back onto the directions' orthogonal complement.
 
     ``tau``: the float-level neighbouring tolerance (L2 over the record) that covers float32 rounding of
-    records with norm <= ``max_norm``; ``sensitivity``: ``tau`` plus the float64 computation error and the
-    grid rounding; ``sigma``: the discrete Gaussian's scale, set so the dither is
+    records with norm <= ``max_norm``; ``sensitivity``: ``tau`` plus the float64 computation error (records up
+    to :data:`HARD_MAX_NORM`) and the grid rounding; ``sigma``: the discrete Gaussian's scale, set so the dither is
     ``(epsilon, delta)``-DP for that sensitivity (zCDP ``rho``, converted by CKS20 Cor 13).
     """
 
@@ -527,7 +531,7 @@ class Dither:
                 "calibration": GAUSSIAN_DISCRETE_ZCDP}
 
 
-def calibrate_dither(*, dims: int, op_norm: float = 1.0, max_norm: float = DEFAULT_MAX_NORM,
+def calibrate_dither(*, dims: int, k: int = 1, op_norm: float = 1.0, max_norm: float = DEFAULT_MAX_NORM,
                      epsilon: float = DEFAULT_DITHER_EPSILON, delta: float = DEFAULT_DITHER_DELTA) -> Dither:
     """Calibrate the residual dither for a record of ``dims`` numbers (``L * D``).
 
@@ -539,10 +543,11 @@ def calibrate_dither(*, dims: int, op_norm: float = 1.0, max_norm: float = DEFAU
 
     Args:
         dims: numbers per record (``L * D``).
+        k: number of directions.
         op_norm: ``||U||_2``, the residual map's operator norm (>= 1).
         decorrelate: with ``covariance`` given: True (default) for the oblique split, False for the
             orthogonal one (the record still reports the held-out R^2 under ``covariance``).
-        max_norm: M, the largest accepted record norm.
+        max_norm: M, the record norm up to which float32 encodings of one face are neighbours.
         epsilon, delta: the dither's own budget (> 0; delta in (0, 1)).
     """
     epsilon = check_number("dither_epsilon", epsilon, low=0.0)
@@ -550,9 +555,11 @@ def calibrate_dither(*, dims: int, op_norm: float = 1.0, max_norm: float = DEFAU
     max_norm = check_number("max_norm", max_norm, low=0.0)
     u = FLOAT32_UNIT_ROUNDOFF
     tau = 2.0 * u * max_norm * op_norm / (1.0 - u)
-    # float64 evaluation of R(x) (a dot product and an axpy per number, D <= 2^13) errs by far less than
-    # 2^-40 M ||U|| per record; rounding a dims-vector to the grid moves it by <= sqrt(dims) 2^grid_k.
-    slack = 2.0 * 2.0 ** -40 * max_norm * (1.0 + op_norm) + math.sqrt(dims) * 2.0 ** DITHER_GRID_K
+    # float64 evaluation of R(x) = x - (x N^T) U (k dot products of length D <= dims, an axpy, a subtraction)
+    # errs by less than 2^-52 (1 + dims sqrt(k) ||U||) ||x|| in L2 (twice the first-order bound), for each of
+    # the two records (norm <= HARD_MAX_NORM); rounding a dims-vector to the grid moves it by <= sqrt(dims) 2^k.
+    slack = (2.0 * 2.0 ** -52 * (1.0 + dims * math.sqrt(k) * op_norm) * HARD_MAX_NORM
+             + math.sqrt(dims) * 2.0 ** DITHER_GRID_K)
     sens = tau + slack
     sigma = zcdp_gaussian_sigma(epsilon, delta, sens)
     return Dither(epsilon, delta, max_norm, float(op_norm), int(dims), tau, sens, sigma, gaussian_rho(sigma, sens))
@@ -626,8 +633,8 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
     residual, never on how the input's floats encoded the coordinate, and every W+ layer's coordinate is the
     private value. The output is float32 whatever the input's dtype.
 
-    Guarantee (docs/PRIVACY.md): for two records of norm <= ``max_norm`` whose residuals differ by at most
-    ``tau`` (which covers any float32/float64 encodings of one face with different coordinates), the outputs
+    Guarantee (docs/PRIVACY.md): for two records whose residuals differ by at most ``tau`` (which covers any
+    float32/float64 encodings of one face with different coordinates and norm <= ``max_norm``), the outputs
     are ``(epsilon + dither_epsilon, delta + dither_delta)``-indistinguishable (laplace/gaussian; rr: for the
     label). The ``seed`` mechanism reproduces the research notebook (``w + eta n``, no dither, no guarantee).
 
@@ -657,8 +664,9 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
             ``LatentCovariance`` the record reports the held-out R^2 of each coordinate from the residual.
         decorrelate: with ``covariance`` given: True (default) for the oblique split, False for the
             orthogonal one (the record still reports the held-out R^2 under ``covariance``).
-        max_norm: M, the largest accepted record norm (L2 over all numbers of the record); larger records
-            are refused. The dither's sigma grows with M.
+        max_norm: M: float32 encodings of one face with record norm (L2 over all its numbers) <= M are
+            neighbours; larger records are released too, without that coverage. The dither's sigma grows with
+            M. Records above :data:`HARD_MAX_NORM` are refused.
         dither_epsilon, dither_delta: the residual dither's budget, added to the spend.
 
     Returns:
@@ -686,14 +694,13 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
     n_rows, n_layers, _ = frame.x.shape
     dither = None
     if mechanism != "seed":
-        dither = calibrate_dither(dims=n_layers * dim, op_norm=float(np.linalg.norm(u, 2)), max_norm=max_norm,
+        dither = calibrate_dither(dims=n_layers * dim, k=k, op_norm=float(np.linalg.norm(u, 2)), max_norm=max_norm,
                                   epsilon=calib.dither_epsilon, delta=calib.dither_delta)
         norms = np.sqrt((frame.x ** 2).sum(axis=(1, 2)))
-        if (norms > dither.max_norm).any():
+        if (norms > HARD_MAX_NORM).any():
             bad = int(np.argmax(norms))
-            raise InputError(f"row {bad} of w has norm {norms[bad]:.6g} > max_norm {dither.max_norm:g}, the largest "
-                             "record the float-level guarantee covers; pass a larger max_norm (--max-norm: a "
-                             "larger residual dither) or check the latent")
+            raise InputError(f"row {bad} of w has norm {norms[bad]:.6g} > {HARD_MAX_NORM:g}: not a latent of a "
+                             "generator (check the file)")
 
     warn: list[str] = []
     if mechanism == "seed":
@@ -740,13 +747,13 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
         spend = {"epsilon": eps_total, "delta": delta_total, "rho": calib.rho, "dither_rho": dither.rho}
     if mechanism != "rr":
         guarantee["neighbouring_relation"] = (
-            "two records (float32 or float64, norm <= max_norm) whose coordinates along the directions may differ "
-            "arbitrarily (in every W+ layer) and whose residuals (w - a U) differ by at most tau in L2; tau covers "
-            "any float32/float64 encodings of one face with different coordinates")
+            "two records (float32 or float64) whose coordinates along the directions may differ arbitrarily (in every "
+            "W+ layer) and whose residuals (w - a U) differ by at most tau in L2; tau covers any float32/float64 "
+            "encodings of one face with different coordinates whose norms are at most max_norm")
     else:
         guarantee["neighbouring_relation"] = (
             "two records on opposite sides of each hyperplane at equal clamped distance, whose residuals differ by "
-            "at most tau in L2 (float32/float64, norm <= max_norm)")
+            "at most tau in L2 (float32/float64)")
     guarantee["scope"] = SCOPE_TEXT
 
     record: dict[str, Any] = {
