@@ -28,6 +28,12 @@ def align(photo: Path, output: Path, size: int, all_faces: bool, overwrite: bool
 
     Needs `pip install -e ".[face]"`. The 68-point landmark model was trained on iBUG 300-W, whose licence
     excludes commercial use.
+
+    \b
+    Examples:
+      latentpriv align photo.jpg -o aligned.png          # 1024 px, for StyleGAN FFHQ
+      latentpriv align face.png -o aligned.png --size 64 # a dcgan64 face (generate --model dcgan64), 64 px
+      latentpriv align group.jpg -o face.png --all-faces # face_0.png, face_1.png, ... largest first
     """
     from latentpriv.faces.align import align_faces, align_image
     from latentpriv.faces.models import require_dlib

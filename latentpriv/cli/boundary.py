@@ -84,11 +84,13 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
           latents_file, scores_file, save_samples, output, overwrite=False) -> None:
     """Train a boundary for ATTR the InterFaceGAN way and report its validation accuracy.
 
+    Sampling scores the faces with dlib (the face extra); --latents/--scores bring your own.
+
     \b
-    Sample and score (needs the face extra):
+    Examples:
+      latentpriv boundary train --model dcgan64 --attr smile --num 200 -o smile_boundary.npy   # ~10 s, rough
       latentpriv boundary train --model dcgan64 --attr smile --num 2000 --seed 0 -o boundaries/dcgan64_smile_boundary.npy
-    From your own latents and scores:
-      latentpriv boundary train --latents z.npy --scores s.npy --attr age -o age_boundary.npy
+      latentpriv boundary train --latents z.npy --scores s.npy --attr age -o age_boundary.npy   # your own scores
     """
     import numpy as np
 
@@ -224,12 +226,16 @@ def _row(b) -> dict:
 def covariance_cmd(model, space, num, heldout_num, seed, batch_size, device, force, show, as_json) -> None:
     """Estimate (once) and cache a model's latent covariance Sigma, used to decorrelate releases.
 
-    \b
     Sigma comes from the model's own samples (Z codes; W = their mapping, before truncation) and is
-    cached under the asset cache dir by the weights' sha256, space, --num, --heldout and --seed:
-      latentpriv boundary covariance --model stylegan_ffhq
-      latentpriv boundary covariance --model dcgan64 --num 200000
+    cached under the asset cache dir by the weights' sha256, space, --num, --heldout and --seed;
+    privatize then uses the largest cached estimate of its model.
+
+    \b
+    Examples:
+      latentpriv boundary covariance --model dcgan64        # offline model: seconds
       latentpriv boundary covariance --show
+      latentpriv boundary covariance --model stylegan_ffhq  # needs its weights
+      latentpriv boundary covariance --model dcgan64 --num 200000
     """
     from latentpriv import covariance as cov
 

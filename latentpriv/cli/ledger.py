@@ -111,7 +111,12 @@ def show(input_path: Path | None, ledger_path: Path | None, space: str | None, m
 @click.option("--skip-invalid", is_flag=True,
               help="Skip torn or invalid lines (reported by number) and mark their faces unbounded.")
 def import_(source: Path, ledger_path: Path | None, skip_invalid: bool) -> None:
-    """Migrate a latentpriv 0.1 JSONL ledger into the SQLite ledger (importing twice adds nothing)."""
+    """Migrate a latentpriv 0.1 JSONL ledger into the SQLite ledger (importing twice adds nothing).
+
+    \b
+    Example:
+      latentpriv ledger import ledger.jsonl   # 0.1 kept it in ~/.local/share/latentpriv/
+    """
     from latentpriv.privacy.ledger import Ledger
 
     led = Ledger(ledger_path, migrating=True)
@@ -127,7 +132,13 @@ def import_(source: Path, ledger_path: Path | None, skip_invalid: bool) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSONL file to write (default: standard output).")
 def export(ledger_path: Path | None, output: Path | None) -> None:
-    """Write every charge as one JSON line (for auditors): face key, spend, state, profile, files."""
+    """Write every charge as one JSON line (for auditors): face key, spend, state, profile, files.
+
+    \b
+    Examples:
+      latentpriv ledger export -o charges.jsonl
+      latentpriv ledger export --ledger team.sqlite | jq .epsilon
+    """
     from latentpriv.io import atomic_write
     from latentpriv.privacy.ledger import Ledger
 
@@ -143,7 +154,12 @@ def export(ledger_path: Path | None, output: Path | None) -> None:
 @ledger.command("verify")
 @_ledger_option
 def verify(ledger_path: Path | None) -> None:
-    """Check the ledger's integrity and constraints; exit 1 if anything is wrong."""
+    """Check the ledger's integrity and constraints; exit 1 if anything is wrong.
+
+    \b
+    Example:
+      latentpriv ledger verify
+    """
     from latentpriv.privacy.ledger import Ledger
 
     problems = Ledger(ledger_path).verify()
@@ -160,7 +176,12 @@ def verify(ledger_path: Path | None) -> None:
               help="Also resolve pending charges of processes that look alive (only when no release is running).")
 def recover(ledger_path: Path | None, include_live: bool) -> None:
     """Resolve pending charges left by crashed runs: commit those whose output exists with its recorded
-    sha256, cancel the others."""
+    sha256, cancel the others.
+
+    \b
+    Example:
+      latentpriv ledger recover   # after a run was killed (kill -9, power loss); folder runs do it themselves
+    """
     from latentpriv.privacy.ledger import Ledger
 
     rep = Ledger(ledger_path).recover(include_live=include_live)

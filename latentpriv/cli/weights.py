@@ -16,18 +16,19 @@ Examples:
 """
 FETCH_EPILOG = """\b
 Examples:
+  latentpriv weights fetch dcgan64                      # the offline model, 14 MB; nothing to do when present
   latentpriv weights fetch stylegan_ffhq                # into $LATENTPRIV_HOME or ~/.cache/latentpriv
   latentpriv weights fetch stylegan_ffhq_age_w_boundary --dest ./weights
   latentpriv weights fetch dcgan64 --force              # re-download and replace
 """
 VERIFY_EPILOG = """\b
 Examples:
+  latentpriv weights verify dcgan64            # recompute its sha256 and check its structure
   latentpriv weights verify                    # every asset present on this machine
-  latentpriv weights verify stylegan_ffhq      # recompute its sha256 and check its structure
 """
 PATH_EPILOG = """\b
 Examples:
-  latentpriv weights path stylegan_ffhq
+  latentpriv weights path dcgan64
   python my_script.py --ckpt "$(latentpriv weights path stylegan_ffhq)"
 """
 
