@@ -94,6 +94,7 @@ def test_max_epsilon_refusal_writes_nothing(env):
     (["--epsilon", "1", "--attr", "hat"], "no boundary stylegan_ffhq_hat_w_boundary.npy"),
     (["--epsilon", "1", "--layers", "0-3"], "--layers applies only to W+"),
     (["--epsilon", "1", "--max-epsilon", "-1"], "--max-epsilon"),
+    (["--epsilon", "1", "--render", "."], "--render .: a folder; for a single latent give an image file"),
 ])
 def test_validation_messages(env, args, fragment):
     base = [] if "--attr" in args or "--boundary" in args else ["--attr", "smile"]
