@@ -4,7 +4,7 @@ The examples are read from each command's --help text and run in order in one te
 later ones use the files earlier ones wrote (face.png and z.npy from `generate`, recon.png from `invert`,
 private.png from `privatize`). Run: every example that names dcgan64, and every example of the commands
 that load no model (ledger, boundary list, weights list, audit). Not run: examples for the StyleGAN
-weights (w.npy, 111 MB download), shell pipelines (`| jq`) and those in SLOW. The one file a fresh install
+weights (w.npy, 111 MB download), shell pipelines (`| jq`), unseeded audits (statistical) and those in NOT_RUN. The one file a fresh install
 cannot have, a latentpriv 0.1 ledger for `ledger import`, is written first. Nothing may reach the network
 (`weights fetch dcgan64` finds the file present) and covariance estimates go to the temporary folder.
 """
@@ -23,13 +23,13 @@ from latentpriv.cli import cli
 # in the order they run; every one must have at least one example that runs offline
 COMMANDS = ["generate", "invert", "privatize", "align", "ledger show", "ledger export", "ledger verify",
             "ledger recover", "ledger import", "sweep", "evaluate", "boundary list", "boundary train",
-            "boundary covariance", "weights list", "weights path", "weights verify", "weights fetch"]
+            "boundary covariance", "weights list", "weights path", "weights verify", "weights fetch", "audit"]
 NO_MODEL = {"ledger show", "ledger export", "ledger verify", "ledger recover", "ledger import", "boundary list",
             "weights list", "audit"}
 # documented and correct, but not for the suite (the alternatives beside them run)
-SLOW = ("--num 2000 ",               # boundary train as the bundled boundary was made (~1 min of dlib scoring)
-        "--num 200000",              # boundary covariance with more samples
-        "fetch dcgan64 --force")     # re-downloads: network
+NOT_RUN = ("--num 2000 ",             # boundary train as the bundled boundary was made (~1 min of dlib scoring)
+           "--num 200000",            # boundary covariance with more samples
+           "fetch dcgan64 --force")   # re-downloads: network
 
 
 def examples(command: str) -> list[str]:
@@ -54,7 +54,9 @@ def examples(command: str) -> list[str]:
 
 
 def runnable(command: str, line: str) -> bool:
-    return "|" not in line and ("dcgan64" in line or command in NO_MODEL) and not any(s in line for s in SLOW)
+    if command == "audit" and "--seed" not in line:
+        return False   # OpenDP noise: a statistical test that FAILs by chance (up to 5 %): seeded ones only
+    return "|" not in line and ("dcgan64" in line or command in NO_MODEL) and not any(s in line for s in NOT_RUN)
 
 
 def _no_network(monkeypatch) -> None:

@@ -90,6 +90,13 @@ def audit(mode: str, mechanism: str, epsilon: float | None, delta: float | None,
     float-lattice sieve, replay, residual, grid, low bits) read only the bytes. A refused input is reported
     as refused. It uses OpenDP's samplers: the full search takes hours on 2 cores (scripts/audit_artifact.py caps the trials per pair);
     --quick is a smoke test of a few small pairs.
+
+    \b
+    Examples:
+      latentpriv audit --mechanism laplace --epsilon 1 --trials 10000 --seed 0   # seconds, reproducible
+      latentpriv audit --mechanism gaussian --epsilon 1 --delta 1e-5 --trials 10000 --seed 0
+      latentpriv audit --mechanism laplace --epsilon 1    # OpenDP's samplers, 100000 trials per input
+      latentpriv audit artifact --quick                   # the saved files: a smoke test
     """
     if mode == "artifact":
         if mechanism != "laplace" or delta is not None or clip_radius != 3.0 or noise_clip != 1.0 or seed is not None:
