@@ -310,16 +310,25 @@ def residual_r2(stats: LatentCovariance, directions, U) -> list[float]:
 # ------------------------------------------------------------------------------------------ cache
 
 
+#: a folder that replaces every covariance cache location (tests, or keeping estimates apart)
+COVARIANCE_DIR_ENV = "LATENTPRIV_COVARIANCE_DIR"
+
+
 def cache_dir_for_write() -> Path:
-    """``<asset fetch dir>/covariance`` (``$LATENTPRIV_HOME`` if set, else the user cache dir)."""
+    """``$LATENTPRIV_COVARIANCE_DIR`` if set, else ``<asset fetch dir>/covariance`` (``$LATENTPRIV_HOME`` if
+    set, else the user cache dir)."""
     from latentpriv import assets
 
-    return assets.fetch_dir() / "covariance"
+    env = os.environ.get(COVARIANCE_DIR_ENV)
+    return Path(env).expanduser() if env else assets.fetch_dir() / "covariance"
 
 
 def _cache_dirs() -> list[Path]:
     from latentpriv import assets
 
+    env = os.environ.get(COVARIANCE_DIR_ENV)
+    if env:
+        return [Path(env).expanduser()]
     return [d / "covariance" for d in assets.search_dirs()]
 
 

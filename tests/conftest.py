@@ -106,3 +106,10 @@ def ifg_home(monkeypatch, tmp_path) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return IFG_BOUNDARIES
+
+
+@pytest.fixture(autouse=True)
+def _no_user_covariance(monkeypatch, tmp_path_factory) -> None:
+    """Every test (and the commands it spawns) sees an empty covariance cache of its own: a Sigma the user
+    estimated would switch privatize to the decorrelated split behind the test's back."""
+    monkeypatch.setenv("LATENTPRIV_COVARIANCE_DIR", str(tmp_path_factory.mktemp("covariance")))

@@ -148,6 +148,7 @@ def _isolate_cache(monkeypatch, tmp_path):
     """Only tmp_path/home is searched (not the user's cache, which may hold the same synthetic model's Sigma)."""
     monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("LATENTPRIV_COVARIANCE_DIR")  # conftest's isolation; this test checks the search path
     monkeypatch.chdir(tmp_path)
 
 
