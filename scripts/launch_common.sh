@@ -54,17 +54,22 @@ lp_run() {
     local tmp
     tmp=$(mktemp "${TMPDIR:-/tmp}/latentpriv-log.XXXXXX")
     echo "# $(date -Is) on $(hostname): $* (log: $tmp until the end, then $log)" | tee -a "$tmp" >&2
-    local status=0 child
+    local status=0 child termed=0
     "$@" > >(tee -a "$tmp") 2>&1 &
     child=$!
     # shellcheck disable=SC2064  # expand $child now: the trap must signal this very process
-    trap "kill -TERM $child 2>/dev/null || true" TERM INT
+    trap "termed=1; kill -TERM $child 2>/dev/null || true" TERM INT
     while true; do
         status=0
         wait "$child" || status=$?
         kill -0 "$child" 2>/dev/null || break   # a trap interrupted wait: wait again for the exit
     done
     trap - TERM INT
+    # torchrun answers a SIGTERM with status 1 even when every rank stopped cleanly with 143: report what
+    # happened (terminated, 128 + 15), as a single-process run does
+    if (( termed && status != 0 )); then
+        status=143
+    fi
     if [[ -d $(dirname "$(dirname "$log")") ]]; then
         echo "# $(date -Is) exit status $status; log: $log" | tee -a "$tmp" >&2
         mkdir -p "$(dirname "$log")"
