@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_standin import make_task  # tests/ is on sys.path: pytest's default (prepend) import mode
 from click.testing import CliRunner
 from PIL import Image
 
@@ -246,11 +247,6 @@ def test_unwritable_output_folder_is_one_line(tmp_path):
 
 
 def test_edited_sidecar_is_redone_not_a_crash_and_the_summary_is_written(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from batch_standin import make_task
-    finally:
-        sys.path.pop(0)
     from latentpriv.batch import SUMMARY_NAME, run_batch
 
     src, out = tmp_path / "in", tmp_path / "out"
@@ -274,11 +270,6 @@ def test_edited_sidecar_is_redone_not_a_crash_and_the_summary_is_written(tmp_pat
 
 
 def test_folder_run_never_replaces_files_of_a_folder_no_run_wrote(tmp_path):
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from batch_standin import make_task
-    finally:
-        sys.path.pop(0)
     from latentpriv.batch import run_batch
 
     src, out = tmp_path / "in", tmp_path / "out"
@@ -314,7 +305,7 @@ def test_output_folder_run_lock_names_the_holder_and_stale_locks_are_taken_over(
 
 
 def test_a_rank_stops_when_its_launcher_is_killed(tmp_path):
-    child = (f"import os, sys, time; sys.path.insert(0, {str(Path(__file__).parent.parent)!r}); "
+    child = ("import os, sys, time; "
              "from latentpriv.distributed import watch_parent; watch_parent(poll_s=0.05, grace_s=2); "
              "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)")
     launcher = ("import subprocess, sys, time; "

@@ -436,9 +436,11 @@ def _frame(w: np.ndarray, dim: int, layers: Sequence[int] | None, *, release: bo
     return _Frame(x.astype(np.float64), squeeze, w.dtype)
 
 
-def _coords(frame: _Frame, dirs: np.ndarray) -> np.ndarray:
-    """``[N, k]``: the coordinates, averaged over W+ layers (each layer is then set to the released value)."""
-    return (frame.x @ dirs.T).mean(axis=1)
+def _split(frame: _Frame, dirs: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(a [N, k], r [N, L, D])``: the coordinates averaged over W+ layers (each layer is then set to the
+    released value) and the residual ``r = w - (w N^T) U`` of every layer (``r N^T = 0``)."""
+    proj = frame.x @ dirs.T
+    return proj.mean(axis=1), frame.x - proj @ u
 
 
 def _unframe(frame: _Frame, out: np.ndarray) -> np.ndarray:
@@ -484,8 +486,7 @@ def clamp_only(w: Any, directions: Any, *, clip_radius: float = 3.0, center: Any
     B = check_number("clip_radius", clip_radius, low=0.0)
     c = _centers(center, len(dirs))
     u = split_basis(dirs, covariance)
-    a = _coords(frame, dirs)
-    resid = frame.x - (frame.x @ dirs.T) @ u
+    a, resid = _split(frame, dirs, u)
     out = resid + (np.clip(a, c - B, c + B) @ u)[:, None, :]
     return _from_numpy(_unframe(frame, out).astype(np.float32), w)
 
@@ -711,15 +712,14 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
         warn.append("seeded noise: reproducible and NOT private (anyone with the seed replays the noise); for "
                     "research only, never for release")
 
-    a = _coords(frame, dirs)
+    a, resid = _split(frame, dirs, u)
     atilde = release_coordinates(a, calib, c, source)
     if mechanism == "seed":
         # the notebook's step exactly: w + (atilde - a) n on every layer, no clamp, no dither
         out = frame.x + ((atilde - a) @ dirs)[:, None, :]
     else:
-        resid = frame.x - (frame.x @ dirs.T) @ u          # [N, L, D], r N^T = 0
         out = _dither_residual(resid, dirs, dither, source) + (atilde @ u)[:, None, :]
-        del resid
+    del resid
     # the seed mechanism keeps the input's dtype (it reproduces the notebook bit for bit, with no guarantee to keep)
     out = _unframe(frame, out).astype(frame.dtype if mechanism == "seed" else np.float32)
     del a, atilde  # never leave this function
@@ -756,6 +756,7 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
             "at most tau in L2 (float32/float64)")
     guarantee["scope"] = SCOPE_TEXT
 
+    sampler = source.describe()
     record: dict[str, Any] = {
         "format": RECORD_FORMAT,
         **calib.as_dict(),
@@ -774,10 +775,10 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
         },
         "latent": {"shape": list(arr.shape), "input_dtype": str(np.dtype(frame.dtype)), "dtype": "float32",
                    "rows": int(n_rows), "layers": int(n_layers) if arr.ndim == 3 else None},
-        "sampler": source.describe(),
+        "sampler": sampler,
         "reproducible": bool(source.reproducible),
         "for_release": bool(source.for_release) and mechanism != "seed",
-        "seed": source.describe().get("seed"),
+        "seed": sampler.get("seed"),
         "versions": _versions(),
         "warnings": warn,
     }
