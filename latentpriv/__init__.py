@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_generator": "latentpriv.models.registry",
-    "invert": "latentpriv.inversion",
+    "invert": "latentpriv.inversion.optimize",
     "privatize": "latentpriv.privacy.mechanisms",
 }
 

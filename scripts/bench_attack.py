@@ -170,7 +170,7 @@ def _public(command: str, work: Path) -> str:
 
 
 def matrix(ns: argparse.Namespace) -> None:
-    from latentpriv.attack import attack_figure
+    from latentpriv.evaluate.attack import attack_figure
     from latentpriv.models.synthetic import write_synthetic_checkpoint
 
     work = Path(ns.workdir)

@@ -5,7 +5,7 @@
     python scripts/bench_batch.py --time-limit 120 --batch-sizes 1,4,16 --amp none,bf16
     python scripts/bench_batch.py --device cpu --resolution 32 --steps 3 --no-write   # smoke test
 
-What is measured: :func:`latentpriv.inversion.invert` (the function behind ``latentpriv invert``) with
+What is measured: :func:`latentpriv.inversion.optimize.invert` (the function behind ``latentpriv invert``) with
 the chosen preset's loss, optimiser and resize settings, on ``B`` random target images at a time. Each
 configuration runs ``--warmup`` + ``--steps`` optimiser steps; the time per step is the median of the
 timed steps (CUDA synchronised). Early stopping is switched off so every image costs the same number
@@ -88,8 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_inversion_config(args: argparse.Namespace) -> tuple[Any, str]:
-    from latentpriv import inversion
     from latentpriv.errors import ConfigError
+    from latentpriv.inversion import optimize as inversion
 
     try:
         config = inversion.load_config(args.preset if args.config is None else None, args.config)
@@ -114,7 +114,7 @@ def time_config(G: Any, nets: Any, config: Any, batch: int, amp: str, args: argp
     """Median seconds per optimiser step for a batch of ``batch`` random targets."""
     import torch
 
-    from latentpriv.inversion import invert
+    from latentpriv.inversion.optimize import invert
 
     steps = args.warmup + args.steps
     cfg = dataclasses.replace(config, iterations=steps, amp=amp,
@@ -156,9 +156,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from latentpriv.devices import resolve_device
+    from latentpriv.inversion.perceptual import PerceptualNetworks
     from latentpriv.models.stylegan import stylegan_from_state_dict
     from latentpriv.models.synthetic import synthetic_state_dict, to_torch_state_dict
-    from latentpriv.perceptual import PerceptualNetworks
 
     t_start = time.perf_counter()
     deadline = t_start + args.time_limit

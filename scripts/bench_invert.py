@@ -38,8 +38,8 @@ from pathlib import Path
 
 import torch
 
-from latentpriv.inversion import InversionConfig, invert, load_config
-from latentpriv.perceptual import PerceptualNetworks, lpips, psnr
+from latentpriv.inversion.optimize import InversionConfig, invert, load_config
+from latentpriv.inversion.perceptual import PerceptualNetworks, lpips, psnr
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -407,8 +407,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write raw results here")
     args = ap.parse_args(argv)
 
-    from latentpriv.allocator import tune_host_allocator
     from latentpriv.devices import resolve_device
+    from latentpriv.runs.allocator import tune_host_allocator
 
     # as the latentpriv command does (allocator.py); LATENTPRIV_TUNE_MALLOC=0 measures glibc's default
     print(f"host allocator tuned: {tune_host_allocator()}", flush=True)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 import latentpriv
-from latentpriv.boundaries import resolve_directions
-from latentpriv.perceptual import PerceptualNetworks, lpips
+from latentpriv.edit.boundaries import resolve_directions
+from latentpriv.inversion.perceptual import PerceptualNetworks, lpips
 from latentpriv.privacy.mechanisms import privatize
 
 START, END = "<!-- release_lpips:start -->", "<!-- release_lpips:end -->"

@@ -69,9 +69,8 @@ def _cli(args: list[str]) -> None:
 
 def preload() -> None:
     """Import what a run imports (torch, OpenDP) once here, so that every forked run starts at once."""
-    import latentpriv.batch
     import latentpriv.cli
-    import latentpriv.distributed  # noqa: F401
+    import latentpriv.runs.distributed  # noqa: F401
     from latentpriv.privacy.noise import make_noise_source
 
     make_noise_source(None)

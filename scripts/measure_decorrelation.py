@@ -3,7 +3,7 @@
 
 For dcgan64 (Z, with the demo boundaries in boundaries/) and a synthetic-weights StyleGAN (W, spec recipe
 seed 0; only its mapping network matters) with InterFaceGAN's W boundaries (shipped in
-latentpriv/data/interfacegan), estimate the latent covariance (``latentpriv.covariance``; cached as
+latentpriv/data/interfacegan), estimate the latent covariance (``latentpriv.edit.covariance``; cached as
 ``latentpriv boundary covariance`` does), then print a markdown table of ``residual_r2`` for
 ``U = N`` (orthogonal, InterFaceGAN's split) and ``U = split_basis(N, Sigma)`` (oblique, decorrelated).
 
@@ -40,7 +40,7 @@ def _rows(label: str, stats, other, sets: dict[str, list[Path]]) -> list[str]:
     """``stats``: Sigma of the split and the R^2 moments; ``other``: an estimate from independent samples
     (another seed), on which the oblique split computed from ``stats`` is re-evaluated (regression fitted
     on ``other``'s fit moments, R^2 on its held-out moments), so U's own sampling error is not hidden."""
-    from latentpriv.covariance import residual_r2
+    from latentpriv.edit.covariance import residual_r2
     from latentpriv.privacy.mechanisms import split_basis
 
     out = []
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(args) -> int:
 
-    from latentpriv.covariance import covariance_for, spectrum_summary
+    from latentpriv.edit.covariance import covariance_for, spectrum_summary
 
     lines = ["| model (space) | directions | k | R^2 orthogonal | R^2 oblique | R^2 oblique, independent samples |",
              "|---|---|---|---|---|---|"]

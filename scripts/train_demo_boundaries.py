@@ -10,8 +10,8 @@ cores)::
 It is ``latentpriv boundary train --model dcgan64 --attr ATTR --num 4000 --seed 0 --ratio 0.1 --C 0.01``
 for each attribute, except that the latents are sampled and scored once and shared by all attributes
 (the command would re-sample the same latents for each, since the sampler seed is the same). The same
-library functions are called: :func:`latentpriv.boundary_train.sample_and_score`,
-:func:`~latentpriv.boundary_train.train_boundary` and :func:`~latentpriv.boundary_train.boundary_record`.
+library functions are called: :func:`latentpriv.edit.training.sample_and_score`,
+:func:`~latentpriv.edit.training.train_boundary` and :func:`~latentpriv.edit.training.boundary_record`.
 
 ``C = 0.01`` rather than InterFaceGAN's ``C = 1``: with a few hundred training samples per class in
 dcgan64's 100-d Z, ``C = 1`` fits the training set perfectly and validates a few points worse.
@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for sampling (default cpu)")
     args = parser.parse_args(argv)
 
-    from latentpriv.boundary_train import boundary_record, sample_and_score, train_boundary
     from latentpriv.cli.boundary import write_boundary
     from latentpriv.devices import resolve_device
+    from latentpriv.edit.training import boundary_record, sample_and_score, train_boundary
     from latentpriv.faces.attributes import score_images
     from latentpriv.faces.models import require_dlib
     from latentpriv.models.registry import load_generator

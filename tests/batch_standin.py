@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from latentpriv.batch import BatchInterrupted, BatchItem, BatchTask, ItemOutput, run_batch
-from latentpriv.distributed import init_distributed
 from latentpriv.errors import LatentprivError
 from latentpriv.io import IMAGE_SUFFIXES, load_image
+from latentpriv.runs.distributed import init_distributed
+from latentpriv.runs.engine import BatchInterrupted, BatchItem, BatchTask, ItemOutput, run_batch
 
 
 def make_task(*, sleep: float = 0.0, fail_batch: bool = False, noise: float = 0.1) -> BatchTask:

@@ -6,7 +6,7 @@ import platform
 import subprocess
 import sys
 
-from latentpriv.allocator import tune_host_allocator
+from latentpriv.runs.allocator import tune_host_allocator
 
 
 def test_opt_out_changes_nothing():
@@ -15,7 +15,7 @@ def test_opt_out_changes_nothing():
 
 def test_applied_on_glibc_and_allocations_still_work():
     # in a fresh interpreter, so this test process's allocator is left as it is
-    code = ("from latentpriv.allocator import tune_host_allocator as t; a = t(); b = t(); "
+    code = ("from latentpriv.runs.allocator import tune_host_allocator as t; a = t(); b = t(); "
             "import numpy as np; x = np.ones(80 << 20, dtype=np.uint8); del x; y = np.ones(80 << 20, dtype=np.uint8); "
             "print(a, b, int(y.sum()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from latentpriv.attack import AttackData, accuracy_bound, fit_threshold, run_attack
 from latentpriv.cli import cli
+from latentpriv.evaluate.attack import AttackData, accuracy_bound, fit_threshold, run_attack
 from latentpriv.faces import available
 from latentpriv.privacy.mechanisms import privatize, split_basis
 

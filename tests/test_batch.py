@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentpriv import batch
-from latentpriv.batch import (
+from latentpriv.errors import InputError
+from latentpriv.runs import engine as batch
+from latentpriv.runs.engine import (
     SUMMARY_NAME,
     BatchInterrupted,
     BatchTask,
@@ -34,7 +35,6 @@ from latentpriv.batch import (
     run_batch,
     shard_batches,
 )
-from latentpriv.errors import InputError
 
 STANDIN = Path(__file__).parent / "batch_standin.py"
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from shared_paths import IFG_BOUNDARIES
 
-from latentpriv.boundaries import (
+from latentpriv.edit.boundaries import (
     boundary_search_dirs,
     check_space,
     gram_schmidt,

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from latentpriv import assets
-from latentpriv.boundary_train import npy_bytes, train_boundary
 from latentpriv.cli import cli
+from latentpriv.edit.training import npy_bytes, train_boundary
 from latentpriv.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,7 +211,7 @@ def test_cli_samples_scores_and_reproduces_with_a_seed(tmp_path):
 
 @pytest.mark.parametrize("attr", DEMO_BOUNDARIES)
 def test_committed_demo_boundaries_are_unit_normals_with_records(attr):
-    from latentpriv.boundaries import resolve_attr
+    from latentpriv.edit.boundaries import resolve_attr
 
     path = REPO / "boundaries" / f"dcgan64_{attr}_boundary.npy"
     b = np.load(path, allow_pickle=False)
@@ -277,7 +277,7 @@ def test_moving_along_the_smile_boundary_raises_the_smile_score(G):
 def test_sample_and_score_does_not_depend_on_the_batch_size(G):
     import torch
 
-    from latentpriv.boundary_train import sample_and_score
+    from latentpriv.edit.training import sample_and_score
 
     def brightness(images):  # a stand-in scorer: mean intensity, NaN for the darkest third
         m = images.reshape(len(images), -1).mean(1).astype(np.float64)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from latentpriv import covariance as C
+from latentpriv.edit import covariance as C
 from latentpriv.errors import AssetError, InputError
 from latentpriv.privacy.mechanisms import split_basis
 

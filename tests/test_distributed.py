@@ -10,9 +10,9 @@ import datetime
 import pytest
 import torch
 
-from latentpriv import distributed
-from latentpriv.distributed import DistEnv, choose_backend, device_for, env_from, init_distributed
 from latentpriv.errors import InputError
+from latentpriv.runs import distributed
+from latentpriv.runs.distributed import DistEnv, choose_backend, device_for, env_from, init_distributed
 
 TORCHRUN_RANK3_OF_8 = {"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
                        "GROUP_RANK": "1", "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
@@ -67,7 +67,7 @@ def test_device_follows_local_rank_on_gpu_nodes(monkeypatch, caplog):
     assert device_for(env, "cpu") == torch.device("cpu")
     # more processes than visible GPUs (e.g. one GPU per process via CUDA_VISIBLE_DEVICES): share, and say so
     crowded = DistEnv(rank=3, world_size=4, local_rank=3, local_world_size=4)
-    with caplog.at_level("WARNING", logger="latentpriv.distributed"):
+    with caplog.at_level("WARNING", logger="latentpriv.runs.distributed"):
         assert device_for(crowded, "auto") == torch.device("cuda", 1)
     assert "processes share GPUs" in caplog.text
 

@@ -97,7 +97,7 @@ def test_explicit_files_resize_and_errors(face64, tmp_path):
 def test_sweep_core_and_plot(face64, tmp_path):
     """privacy_utility_sweep on a stand-in renderer whose picture degrades with the coordinate's shift."""
     from latentpriv.cli.evaluate import plot_sweep, write_csv
-    from latentpriv.metrics import privacy_utility_sweep
+    from latentpriv.evaluate.metrics import privacy_utility_sweep
 
     dim = 6
     d = np.eye(dim)[:1]
@@ -139,7 +139,7 @@ def test_sweep_core_and_plot(face64, tmp_path):
 
 
 def test_median_ci_order_statistics_and_identical_images():
-    from latentpriv.metrics import _summarise, median_ci
+    from latentpriv.evaluate.metrics import _summarise, median_ci
 
     assert median_ci(list(range(1, 21))) == (10.5, [6.0, 15.0])  # the textbook n = 20 interval, >= 95 %
     assert median_ci([3.0, 1.0, 2.0, None, float("nan")]) == (2.0, None)  # too few for a 95 % interval

@@ -75,7 +75,7 @@ def _no_network(monkeypatch) -> None:
 def test_help_examples_run_offline(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LATENTPRIV_LEDGER", str(tmp_path / "ledger.sqlite"))
-    monkeypatch.setattr("latentpriv.covariance.cache_dir_for_write", lambda: tmp_path / "covariance")
+    monkeypatch.setattr("latentpriv.edit.covariance.cache_dir_for_write", lambda: tmp_path / "covariance")
     _no_network(monkeypatch)
     (tmp_path / "ledger.jsonl").write_text(json.dumps(   # a latentpriv 0.1 ledger line, for `ledger import`
         {"input_sha256": "ab" * 32, "mechanism": "laplace", "epsilon": 1.0, "time": "2026-01-01T00:00:00"}) + "\n")

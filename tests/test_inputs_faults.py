@@ -247,7 +247,7 @@ def test_unwritable_output_folder_is_one_line(tmp_path):
 
 
 def test_edited_sidecar_is_redone_not_a_crash_and_the_summary_is_written(tmp_path):
-    from latentpriv.batch import SUMMARY_NAME, run_batch
+    from latentpriv.runs.engine import SUMMARY_NAME, run_batch
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -270,7 +270,7 @@ def test_edited_sidecar_is_redone_not_a_crash_and_the_summary_is_written(tmp_pat
 
 
 def test_folder_run_never_replaces_files_of_a_folder_no_run_wrote(tmp_path):
-    from latentpriv.batch import run_batch
+    from latentpriv.runs.engine import run_batch
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
@@ -285,10 +285,10 @@ def test_folder_run_never_replaces_files_of_a_folder_no_run_wrote(tmp_path):
 
 
 def test_output_folder_run_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_path):
-    from latentpriv.distributed import RunLock
+    from latentpriv.runs.distributed import RunLock
 
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from latentpriv.distributed import RunLock; "
+        [sys.executable, "-c", "import sys, time; from latentpriv.runs.distributed import RunLock; "
          "RunLock.acquire(sys.argv[1], run_id='RUN-A', command='invert'); print('held', flush=True); time.sleep(60)",
          str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
@@ -306,7 +306,7 @@ def test_output_folder_run_lock_names_the_holder_and_stale_locks_are_taken_over(
 
 def test_a_rank_stops_when_its_launcher_is_killed(tmp_path):
     child = ("import os, sys, time; "
-             "from latentpriv.distributed import watch_parent; watch_parent(poll_s=0.05, grace_s=2); "
+             "from latentpriv.runs.distributed import watch_parent; watch_parent(poll_s=0.05, grace_s=2); "
              "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)")
     launcher = ("import subprocess, sys, time; "
                 f"p = subprocess.Popen([sys.executable, '-c', {child!r}, sys.argv[1]]); time.sleep(120)")

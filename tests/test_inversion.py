@@ -1,4 +1,4 @@
-"""latentpriv.inversion on a tiny stand-in generator (contract of docs/DEVELOPING.md) and random VGG weights."""
+"""latentpriv.inversion.optimize on a tiny stand-in generator (contract of docs/DEVELOPING.md) and random VGG weights."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 from latentpriv.config import to_dict
 from latentpriv.errors import ConfigError, InputError
-from latentpriv.inversion import (
+from latentpriv.inversion.optimize import (
     InversionConfig,
     LossConfig,
     NoiseRampConfig,
@@ -25,7 +25,7 @@ from latentpriv.inversion import (
     lr_multiplier,
     prior_term,
 )
-from latentpriv.perceptual import PerceptualNetworks
+from latentpriv.inversion.perceptual import PerceptualNetworks
 
 
 class TinyGenerator(nn.Module):

@@ -27,7 +27,7 @@ PSNR_FLOOR = 17.0
 
 @pytest.fixture(scope="module", autouse=True)
 def _real_weights():
-    from latentpriv.perceptual import load_lpips_state_dict, load_vgg16_state_dict
+    from latentpriv.inversion.perceptual import load_lpips_state_dict, load_vgg16_state_dict
 
     try:
         load_vgg16_state_dict()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-import latentpriv.batch as batch
 import latentpriv.cli  # noqa: F401  (imported before the harness forks: the runs start at once)
 import latentpriv.io
+import latentpriv.runs.engine as batch
 from latentpriv.privacy.ledger import Ledger
 
 _spec = importlib.util.spec_from_file_location(

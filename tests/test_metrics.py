@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latentpriv.errors import InputError
-from latentpriv.metrics import lpips_distance, psnr, ssim
+from latentpriv.evaluate.metrics import lpips_distance, psnr, ssim
 
 
 def _noisy(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_bad_inputs_are_one_line_errors(images):
 
 
 def test_lpips_wrapper_zero_for_identical_and_grows_with_noise(images):
-    from latentpriv.perceptual import PerceptualNetworks
+    from latentpriv.inversion.perceptual import PerceptualNetworks
 
     torch.set_num_threads(1)
     nets = PerceptualNetworks.random(torch.Generator().manual_seed(0))
@@ -68,8 +68,8 @@ def test_lpips_wrapper_zero_for_identical_and_grows_with_noise(images):
     np.testing.assert_array_equal(d[:2], 0.0)
     assert (d[2:4] > 0).all() and (d[4:] > d[2:4]).all()
     # the wrapper equals perceptual.lpips on [0,1] NCHW tensors, batched or not
-    from latentpriv.metrics import to_tensor01
-    from latentpriv.perceptual import lpips
+    from latentpriv.evaluate.metrics import to_tensor01
+    from latentpriv.inversion.perceptual import lpips
 
     ref = lpips(to_tensor01(images[:2]), to_tensor01(strong), nets).double().numpy()
     np.testing.assert_allclose(lpips_distance(images[:2], strong, nets, batch_size=1), ref, rtol=1e-5)

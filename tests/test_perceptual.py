@@ -16,7 +16,7 @@ import torch
 
 from latentpriv import assets
 from latentpriv.errors import AssetError, ConfigError
-from latentpriv.perceptual import (
+from latentpriv.inversion.perceptual import (
     LPIPS_TAPS,
     RESEARCH_TAPS,
     VGG16_CONV_INDICES,
@@ -213,7 +213,7 @@ def test_pil_resize_matches_pillow_and_psnr():
 
 
 def test_torchvision_file_must_match_its_hash_prefix(tmp_path, random_nets):
-    from latentpriv.perceptual import TORCHVISION_VGG16_FILE, convert_torchvision_vgg16
+    from latentpriv.inversion.perceptual import TORCHVISION_VGG16_FILE, convert_torchvision_vgg16
 
     fake = tmp_path / TORCHVISION_VGG16_FILE
     torch.save({f"features.{k}": v for k, v in random_nets.vgg.features.state_dict().items()}, fake)
@@ -225,7 +225,7 @@ def test_torchvision_file_must_match_its_hash_prefix(tmp_path, random_nets):
 def test_installed_package_is_located_without_importing_it(tmp_path, monkeypatch):
     import sys
 
-    from latentpriv.perceptual import _installed_package_file
+    from latentpriv.inversion.perceptual import _installed_package_file
 
     pkg = tmp_path / "fake_lpips_pkg"
     (pkg / "weights").mkdir(parents=True)

@@ -90,7 +90,7 @@ def cli(verbose: int) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    from latentpriv.allocator import tune_host_allocator
+    from latentpriv.runs.allocator import tune_host_allocator
 
     tune_host_allocator()  # large CPU tensors reused instead of page-faulted in every step (allocator.py)
     cli(prog_name="latentpriv")

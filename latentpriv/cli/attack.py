@@ -1,6 +1,6 @@
 """``latentpriv attack``: what adversaries infer from released faces, beside the DP bound.
 
-Thin layer over :func:`latentpriv.attack.run_attack`: load the generator, sample (or read) the faces,
+Thin layer over :func:`latentpriv.evaluate.attack.run_attack`: load the generator, sample (or read) the faces,
 resolve the directions and the split, build the release (the ledger only with ``--ledger``), run, and write
 ``OUTDIR/attack.json``, ``attack.csv`` and ``attack.png`` atomically. See docs/attack.md.
 """
@@ -99,9 +99,8 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
     a classifier on the released residual and one on the private render (outside the guarantee), dlib
     identity and LPIPS. See docs/attack.md.
     """
-    from latentpriv.attack import AttackData, attack_figure, csv_rows, run_attack
-    from latentpriv.boundaries import resolve_directions
-    from latentpriv.cli.evaluate import _floats, write_csv
+    from latentpriv.cli.evaluate import write_csv
+    from latentpriv.cli.options import parse_epsilons
     from latentpriv.cli.privatize import (
         load_generator_for,
         parse_center,
@@ -110,13 +109,15 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
         resolve_covariance,
         validate_common,
     )
+    from latentpriv.edit.boundaries import resolve_directions
+    from latentpriv.evaluate.attack import AttackData, attack_figure, csv_rows, run_attack
     from latentpriv.io import atomic_write, write_json
     from latentpriv.privacy.mechanisms import orthonormalize, privatize, split_basis
     from latentpriv.privacy.noise import make_noise_source
 
     if not attrs and not boundary_files:
         raise click.UsageError("give the protected attribute: --attr NAME (or --boundary FILE)")
-    eps = _floats(epsilons, "--epsilons")
+    eps = parse_epsilons(epsilons)
     delta_v = validate_common(mechanism, delta, None)
     outputs = [outdir / "attack.json", outdir / "attack.csv", outdir / "attack.png"]
     from latentpriv.outputs import check_outputs
@@ -197,7 +198,7 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
     skipped_lpips = None
     if lpips:
         from latentpriv.errors import AssetError
-        from latentpriv.perceptual import PerceptualNetworks
+        from latentpriv.inversion.perceptual import PerceptualNetworks
 
         try:
             networks = PerceptualNetworks.load(G.device if hasattr(G, "device") else "cpu")

@@ -20,7 +20,7 @@ ATTRIBUTE_ALIASES = {"pose": "yaw"}
 def write_boundary(path: Path, boundary, record: dict) -> tuple[Path, Path]:
     """Write ``boundary`` to ``path`` (.npy, atomically, exactly :func:`npy_bytes`) and ``record`` beside it
     as ``<stem>.json``. Returns both paths."""
-    from latentpriv.boundary_train import npy_bytes
+    from latentpriv.edit.training import npy_bytes
     from latentpriv.io import atomic_write, write_json
 
     path = Path(path)
@@ -94,7 +94,7 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
     """
     import numpy as np
 
-    from latentpriv.boundary_train import boundary_record, train_boundary
+    from latentpriv.edit.training import boundary_record, train_boundary
     from latentpriv.io import load_npy, save_npy
 
     if output.suffix != ".npy":
@@ -126,8 +126,8 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
             raise InputError("--model is required unless --latents/--scores are given (e.g. --model dcgan64)")
         import torch
 
-        from latentpriv.boundary_train import sample_and_score
         from latentpriv.devices import resolve_device
+        from latentpriv.edit.training import sample_and_score
         from latentpriv.faces.attributes import score_images
         from latentpriv.faces.models import require_dlib
         from latentpriv.models.registry import load_generator
@@ -175,7 +175,7 @@ def list_cmd(as_json: bool) -> None:
       latentpriv boundary list
       latentpriv boundary list --json
     """
-    from latentpriv.boundaries import list_boundaries
+    from latentpriv.edit.boundaries import list_boundaries
 
     rows = [_row(b) for b in list_boundaries()]
     if as_json:
@@ -197,7 +197,7 @@ def list_cmd(as_json: bool) -> None:
 
 
 def _row(b) -> dict:
-    """A boundary description (dataclass or dict from latentpriv.boundaries) as a plain dict."""
+    """A boundary description (dataclass or dict from latentpriv.edit.boundaries) as a plain dict."""
     import dataclasses
 
     d = dataclasses.asdict(b) if dataclasses.is_dataclass(b) else dict(b)
@@ -237,7 +237,7 @@ def covariance_cmd(model, space, num, heldout_num, seed, batch_size, device, for
       latentpriv boundary covariance --model stylegan_ffhq  # needs its weights
       latentpriv boundary covariance --model dcgan64 --num 200000
     """
-    from latentpriv import covariance as cov
+    from latentpriv.edit import covariance as cov
 
     if show:
         rows = cov.cached_entries()

@@ -26,7 +26,7 @@ from typing import Any
 import click
 import numpy as np
 
-from latentpriv.cli.options import THREADS_HELP, torch_threads
+from latentpriv.cli.options import THREADS_HELP, parse_epsilons, torch_threads
 from latentpriv.errors import AssetError, InputError
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def run_demo(G: Any, networks: Any, boundary: np.ndarray, *, epsilons: Sequence[
 
     Args:
         G: a Z-space generator (``dcgan64``) on ``device``.
-        networks: :class:`latentpriv.perceptual.PerceptualNetworks` with real weights (inversion, LPIPS).
+        networks: :class:`latentpriv.inversion.perceptual.PerceptualNetworks` with real weights (inversion, LPIPS).
         boundary: the smile boundary, unit ``(1, z_dim)`` or ``(z_dim,)``.
         epsilons: privacy budgets (> 0), one column each; every image is a separate pure-DP release of
             the smile coordinate (several releases of one face compose: their epsilons add up).
@@ -105,8 +105,8 @@ def run_demo(G: Any, networks: Any, boundary: np.ndarray, *, epsilons: Sequence[
     """
     import torch
 
-    from latentpriv.inversion import config_to_dict, invert, load_config
-    from latentpriv.perceptual import lpips, psnr
+    from latentpriv.inversion.optimize import config_to_dict, invert, load_config
+    from latentpriv.inversion.perceptual import lpips, psnr
     from latentpriv.privacy.mechanisms import privatize
 
     say = progress or (lambda _msg: None)
@@ -309,16 +309,6 @@ def summary_image(result: DemoResult, *, scale: int = 4) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- command
 
 
-def _parse_epsilons(value: str) -> tuple[float, ...]:
-    try:
-        eps = tuple(float(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise InputError(f"--epsilons {value!r}: give comma-separated numbers, e.g. 0.5,1,2,5") from None
-    if not eps or any(not (math.isfinite(e) and e > 0) for e in eps):
-        raise InputError(f"--epsilons {value!r}: every epsilon must be a positive number")
-    return eps
-
-
 def ensure_assets(names: Sequence[str], echo: Callable[[str], None]) -> list[str]:
     """Fetch each missing asset through the registry (saying so); return the names fetched."""
     from latentpriv import assets
@@ -364,7 +354,7 @@ def demo(out_dir: Path, epsilons: str, draws: int, iterations: int | None, fast:
     from latentpriv.outputs import check_outputs
 
     t_start = time.perf_counter()
-    eps = _parse_epsilons(epsilons)
+    eps = tuple(parse_epsilons(epsilons))
     check_outputs([out_dir / "summary.png", out_dir / "report.json"], overwrite=overwrite, option="--out")
     with torch_threads(threads):  # the policy of every compute command (latentpriv/cli/options.py)
         _demo(out_dir, eps, draws, iterations, fast, photo_seed, device, t_start)
@@ -374,11 +364,11 @@ def _demo(out_dir: Path, eps: tuple[float, ...], draws: int, iterations: int | N
           device: str, t_start: float) -> None:
     import torch
 
-    from latentpriv.boundaries import resolve_attr
     from latentpriv.devices import resolve_device
+    from latentpriv.edit.boundaries import resolve_attr
+    from latentpriv.inversion.perceptual import PerceptualNetworks
     from latentpriv.io import save_image, write_json
     from latentpriv.models.registry import load_generator
-    from latentpriv.perceptual import PerceptualNetworks
 
     iters = iterations if iterations is not None else (FAST_ITERATIONS if fast else DEFAULT_ITERATIONS)
     echo = lambda msg: click.echo(msg, err=True)  # noqa: E731

@@ -9,7 +9,7 @@ Two modes (the layout of a run directory is documented in docs/evaluation.md):
 * **sweep** (``--sweep``): privatize latents over a grid of epsilons x mechanisms with a generator,
   render, measure, and optionally ``--plot`` attribute change and identity distance against epsilon.
 
-The numbers come from :mod:`latentpriv.metrics`; this module only finds files, loads, and writes.
+The numbers come from :mod:`latentpriv.evaluate.metrics`; this module only finds files, loads, and writes.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import click
 import numpy as np
 
-from latentpriv.cli.options import with_threads
+from latentpriv.cli.options import parse_epsilons, with_threads
 from latentpriv.errors import AssetError, ConfigError, InputError, LatentprivError
 
 log = logging.getLogger(__name__)
@@ -39,16 +39,6 @@ RECON_STEMS = ("recon", "reconstruction")
 
 def _warn(msg: str) -> None:
     click.echo(f"Warning: {msg}", err=True)
-
-
-def _floats(value: str, option: str) -> list[float]:
-    try:
-        out = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give comma-separated numbers, e.g. 0.5,1,2,4", param_hint=option) from None
-    if not out or any(not math.isfinite(v) or v <= 0 for v in out):
-        raise click.BadParameter(f"{value!r}: give positive finite numbers", param_hint=option)
-    return out
 
 
 def _names(value: str, option: str, allowed: tuple[str, ...]) -> list[str]:
@@ -120,7 +110,7 @@ def _load_networks(device: str, want: bool, skipped: dict[str, str]):
         skipped["lpips"] = "--no-lpips"
         return None
     from latentpriv.devices import resolve_device
-    from latentpriv.perceptual import PerceptualNetworks
+    from latentpriv.inversion.perceptual import PerceptualNetworks
 
     try:
         return PerceptualNetworks.load(resolve_device(device))
@@ -248,7 +238,7 @@ def plot_sweep(summary: list[dict], path: Path, *, attribute: str | None = None)
 
 
 def _left_metric(summary: list[dict], attribute: str | None) -> tuple[str, str]:
-    from latentpriv.metrics import ATTRIBUTE_SCORE
+    from latentpriv.evaluate.metrics import ATTRIBUTE_SCORE
 
     keys = [k for s in summary for k in s]
     if attribute is not None and ATTRIBUTE_SCORE.get(attribute):
@@ -329,9 +319,9 @@ def _plot_pil(series: dict, panels: list[tuple[str, str]], path: Path) -> None:
 def _compare(run_dir: Path | None, original: Path | None, recon: Path | None, private: tuple[Path, ...],
              attrs, boundary_files, model: str, space: str | None, lpips: bool, lpips_size: int | None,
              faces: bool, device: str) -> tuple[dict, list[Path]]:
-    from latentpriv.boundaries import load_boundary, resolve_attr
+    from latentpriv.edit.boundaries import load_boundary, resolve_attr
+    from latentpriv.evaluate.metrics import evaluate_images
     from latentpriv.io import load_image, load_npy
-    from latentpriv.metrics import evaluate_images
 
     if run_dir is not None:
         original, items = classify_run_dir(run_dir, original, recon)
@@ -425,7 +415,6 @@ def _sweep(model: str, weights: str | None, latents_files: tuple[Path, ...], sam
            lpips: bool, lpips_size: int | None, faces: bool, device: str) -> tuple[dict, list[Path]]:
     import torch
 
-    from latentpriv.boundaries import resolve_directions
     from latentpriv.cli.privatize import (
         load_generator_for,
         load_latent_input,
@@ -434,7 +423,8 @@ def _sweep(model: str, weights: str | None, latents_files: tuple[Path, ...], sam
         render_latents,
         resolve_center,
     )
-    from latentpriv.metrics import privacy_utility_sweep
+    from latentpriv.edit.boundaries import resolve_directions
+    from latentpriv.evaluate.metrics import privacy_utility_sweep
 
     G = load_generator_for(weights, model, device)
     skipped: dict[str, str] = {}
@@ -565,7 +555,7 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
             raise click.UsageError("--sweep needs --attr NAME or --boundary FILE")
         if samples is not None and latents_files:
             raise click.UsageError("give --latents or --samples, not both")
-        eps = _floats(epsilons, "--epsilons")
+        eps = parse_epsilons(epsilons)
         mechs = _names(mechanisms, "--mechanisms", ("laplace", "gaussian", "rr", "seed"))
         if not (0 < delta < 1):
             raise click.BadParameter(f"{delta}: delta must be in (0, 1)", param_hint="--delta")

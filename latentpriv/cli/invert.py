@@ -144,7 +144,7 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
     import torch
     from tqdm.auto import tqdm
 
-    from latentpriv.inversion import config_to_dict, invert
+    from latentpriv.inversion.optimize import config_to_dict, invert
     from latentpriv.io import save_image, save_npy, sha256_file, write_json
 
     if len(outputs) != len(inputs) or (images is not None and len(images) != len(inputs)):
@@ -280,8 +280,8 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
     Writes float32 (1,512) pre-truncation W, (1,L,512) W+ or (1,z_dim) Z, plus a .json record.
     """
     from latentpriv.devices import resolve_device
-    from latentpriv.inversion import load_config
-    from latentpriv.perceptual import PerceptualNetworks
+    from latentpriv.inversion.optimize import load_config
+    from latentpriv.inversion.perceptual import PerceptualNetworks
 
     files, multi = _expand_inputs(list(inputs))
     sets = list(overrides)
@@ -295,7 +295,7 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
 
     if len(inputs) == 1 and inputs[0].is_dir():
         # a folder: the batch engine (torchrun shards, verified resume, results.jsonl, summary, exit code)
-        from latentpriv.batch import invert_dir
+        from latentpriv.runs.engine import invert_dir
 
         invert_dir(inputs[0], output, config=config, weights=str(weights), vgg_weights=vgg_weights,
                    device=device, batch_size=batch_size, image_dir=save_image, overwrite=overwrite,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,3 +57,25 @@ def with_threads(func: Callable[..., Any]) -> Callable[..., Any]:
 
     return click.option("--threads", type=click.IntRange(0), default=1, show_default=True,
                         help=THREADS_HELP)(wrapper)
+
+
+def parse_epsilons(value: str, option: str = "--epsilons", *, allow_inf: bool = False) -> list[float]:
+    """``0.5,1,2`` -> ``[0.5, 1.0, 2.0]`` (order kept), every value > 0 and finite; ``allow_inf`` also takes
+    ``inf`` (sweep's no-noise row). Raises click.BadParameter naming ``option`` and the bad part."""
+    out = []
+    example = "0.5,1,inf" if allow_inf else "0.5,1,2,4"
+    for part in value.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        try:
+            eps = float(part)
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not a number (use e.g. {example})", param_hint=option) from None
+        if math.isnan(eps) or eps <= 0 or (math.isinf(eps) and not allow_inf):
+            raise click.BadParameter(f"epsilon {part} must be a positive finite number"
+                                     + (" (inf = no noise)" if allow_inf else ""), param_hint=option)
+        out.append(eps)
+    if not out:
+        raise click.BadParameter(f"give at least one epsilon, e.g. {example}", param_hint=option)
+    return out

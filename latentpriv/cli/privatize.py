@@ -140,7 +140,7 @@ def resolve_covariance(decorrelate: bool | None, model: str, space: str, *, devi
     ``decorrelate`` None (default): use Sigma when it is cached, else the orthogonal split with a warning;
     True: estimate and cache Sigma if missing (an error if the model's weights are missing); False: none.
     """
-    from latentpriv.covariance import covariance_for
+    from latentpriv.edit.covariance import covariance_for
 
     if decorrelate is False:
         return None
@@ -305,7 +305,7 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
     """
     import json
 
-    from latentpriv.boundaries import resolve_directions
+    from latentpriv.edit.boundaries import resolve_directions
     from latentpriv.io import save_image, save_npy, write_json
     from latentpriv.privacy.ledger import Ledger
     from latentpriv.privacy.noise import make_noise_source
@@ -313,7 +313,7 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
 
     if input_path.is_dir():
         # a folder: the batch engine (torchrun shards, one shared ledger, verified resume, results.jsonl)
-        from latentpriv.batch import privatize_dir
+        from latentpriv.runs.engine import privatize_dir
 
         if as_json:
             raise ConfigError("--json applies to a single file; a folder run writes OUTDIR/results.jsonl")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from latentpriv.cli.options import with_threads
+from latentpriv.cli.options import parse_epsilons, with_threads
 from latentpriv.cli.privatize import (
     check_outputs,
     load_generator_for,
@@ -29,25 +29,6 @@ from latentpriv.errors import ConfigError, InputError
 
 #: A sweep composing more than this epsilon on one face asks for --yes (or a --max-epsilon budget).
 CONFIRM_EPSILON = 10.0
-
-
-def parse_epsilons(value: str) -> list[float]:
-    """``0.1,0.5,1,inf`` -> floats; ``inf`` is the no-noise row (clamp only). Order is kept."""
-    out = []
-    for part in value.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        try:
-            eps = float(part)
-        except ValueError:
-            raise click.BadParameter(f"{part!r} is not a number (use e.g. 0.5,1,inf)", param_hint="--epsilons") from None
-        if math.isnan(eps) or eps <= 0:
-            raise click.BadParameter(f"epsilon {part} must be > 0 (inf = no noise)", param_hint="--epsilons")
-        out.append(eps)
-    if not out:
-        raise click.BadParameter("give at least one epsilon", param_hint="--epsilons")
-    return out
 
 
 def _label(eps: float, delta: float) -> str:
@@ -109,7 +90,7 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
     choosing epsilon). Every finite-epsilon draw spends budget and is appended to the ledger:
     the total is samples x the sum of the finite epsilons.
     """
-    from latentpriv.boundaries import resolve_directions
+    from latentpriv.edit.boundaries import resolve_directions
     from latentpriv.io import save_image, write_json
     from latentpriv.privacy.ledger import Ledger, spend_from_calibration, total_of
     from latentpriv.privacy.mechanisms import calibrate, clamp_only, privatize
@@ -122,7 +103,7 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
         warn_forced,
     )
 
-    eps_list = parse_epsilons(epsilons)
+    eps_list = parse_epsilons(epsilons, allow_inf=True)
     delta_v = validate_common(mechanism, delta, max_epsilon)
     center_v = parse_center(center)
     layer_idx = parse_layers(layers)

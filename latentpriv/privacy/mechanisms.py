@@ -307,7 +307,7 @@ def orthonormalize(directions: Any, *, dim: int | None = None, tol: float = 1e-3
     Rows are never *accepted* as orthonormal by tolerance: rows orthogonal only to ~1e-5 would shift the
     latent along non-orthogonal axes and leak the coordinate into the residual.
     """
-    from latentpriv.boundaries import gram_schmidt, verify_direction
+    from latentpriv.edit.boundaries import gram_schmidt, verify_direction
 
     if isinstance(directions, (list, tuple)):
         if not directions:
@@ -335,7 +335,7 @@ def split_basis(directions: np.ndarray, covariance: Any = None) -> np.ndarray:
         directions: ``N``, orthonormal float64 rows ``[k, D]`` (see :func:`orthonormalize`).
         covariance: None for InterFaceGAN's orthogonal split (``U = N``: the residual is the part of ``w``
             orthogonal to the directions); or the latent covariance ``Sigma [D, D]`` (an array, or an object
-            with a ``cov`` attribute such as :class:`latentpriv.covariance.LatentCovariance`) for the
+            with a ``cov`` attribute such as :class:`latentpriv.edit.covariance.LatentCovariance`) for the
             oblique split ``U = (N Sigma N^T)^-1 N Sigma`` (k = 1: ``u = Sigma n / (n^T Sigma n)``), under
             which ``Cov(r, a) = (I - U^T N) Sigma N^T = 0``: the residual carries no linear information on
             the coordinates.
@@ -607,7 +607,7 @@ def _residual_r2(covariance: Any, dirs: np.ndarray, u: np.ndarray) -> dict[str, 
     if covariance is None or not hasattr(covariance, "heldout_cov"):
         return {"values": None, "reason": "no latent covariance of the model was given (estimate one with "
                                           "`latentpriv boundary covariance --model M`)"}
-    from latentpriv.covariance import residual_r2
+    from latentpriv.edit.covariance import residual_r2
 
     out = {"values": [float(v) for v in residual_r2(covariance, dirs, u)],
            "heldout_samples": int(getattr(covariance, "heldout_num", 0)), "model": getattr(covariance, "model", None)}
@@ -661,7 +661,7 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
         noise: an explicit :class:`~latentpriv.privacy.noise.NoiseSource` (exclusive with ``seed``).
         attributes: optional names of the directions, for the record.
         covariance: the model's latent covariance (``[D, D]`` array or a
-            :class:`~latentpriv.covariance.LatentCovariance`): oblique, decorrelated split. With a
+            :class:`~latentpriv.edit.covariance.LatentCovariance`): oblique, decorrelated split. With a
             ``LatentCovariance`` the record reports the held-out R^2 of each coordinate from the residual.
         decorrelate: with ``covariance`` given: True (default) for the oblique split, False for the
             orthogonal one (the record still reports the held-out R^2 under ``covariance``).

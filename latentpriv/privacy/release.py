@@ -157,7 +157,7 @@ def check_ledger_path(ledger: Ledger, *, inputs: Sequence[str | os.PathLike] = (
 def registered_directions(model: str, family: str, dim: int) -> tuple[np.ndarray, ...]:
     """The boundaries known here for ``model`` in latent family ``family`` (``z`` or ``w``) of dimension ``dim``:
     the public directions the face key removes (see :func:`~latentpriv.privacy.ledger.face_keys`)."""
-    from latentpriv.boundaries import list_boundaries, load_boundary
+    from latentpriv.edit.boundaries import list_boundaries, load_boundary
 
     out = []
     with contextlib.suppress(Exception):   # a listing problem must not stop a release: the key then has fewer views

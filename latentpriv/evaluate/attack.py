@@ -238,8 +238,8 @@ def _render_all(render: Render, latent: np.ndarray, bar) -> np.ndarray:
 def _analyse_chunk(chunk: np.ndarray, embed: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Landmark scores ``[n, 4]`` and, if ``embed``, embeddings ``[n, 128]`` of renders ``uint8 [n, H, W, 3]``
     (module level: it runs in worker processes)."""
+    from latentpriv.evaluate.metrics import face_analysis
     from latentpriv.faces.attributes import ATTRIBUTES, score_images
-    from latentpriv.metrics import face_analysis
 
     if embed:
         s, e = face_analysis(chunk)
@@ -310,8 +310,8 @@ class _Perceptual:
     def _taps(self, images: np.ndarray) -> list:
         import torch
 
-        from latentpriv.metrics import to_tensor01
-        from latentpriv.perceptual import LPIPS_TAPS, imagenet_normalize, resize
+        from latentpriv.evaluate.metrics import to_tensor01
+        from latentpriv.inversion.perceptual import LPIPS_TAPS, imagenet_normalize, resize
 
         with torch.no_grad():
             x = resize(to_tensor01(images).to(self.networks.device), self.size, "bilinear", True)
@@ -328,7 +328,7 @@ class _Perceptual:
         import torch
 
         # LPIPS from the taps: the originals' forward pass is not repeated per epsilon
-        from latentpriv.perceptual import LPIPS_TAPS, _lpips_from_features
+        from latentpriv.inversion.perceptual import LPIPS_TAPS, _lpips_from_features
 
         dists, pooled = [], []
         tap = LPIPS_TAPS.index(VGG_FEATURE_TAP)
@@ -369,7 +369,7 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
         train_release: the adversaries' own simulation of the release on the training faces (the mechanism
             is public); default ``release``. Never the ledger: nothing of it is published.
         render: latents -> RGB ``uint8 [n, H, W, 3]``.
-        networks: :class:`~latentpriv.perceptual.PerceptualNetworks` for LPIPS and the VGG image features,
+        networks: :class:`~latentpriv.inversion.perceptual.PerceptualNetworks` for LPIPS and the VGG image features,
             or None (those parts are skipped, and say so).
         faces: use the ``face`` extra (dlib) for the perceived label, landmark features and identity; False
             or a missing extra skips those parts and says so in ``skipped``.
@@ -428,8 +428,8 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
     bar.close()
     del img_train
 
+    from latentpriv.evaluate.metrics import ATTRIBUTE_SCORE
     from latentpriv.faces.attributes import ATTRIBUTES as LM_NAMES
-    from latentpriv.metrics import ATTRIBUTE_SCORE
 
     # perceived labels: the landmark score of the original render above its set's median
     perceived: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}

@@ -5,7 +5,7 @@ is through environment variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LO
 ``GROUP_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). This module reads them, validates them, picks the
 process's device (``cuda:LOCAL_RANK`` on a GPU node), and opens a process group so that the ranks can
 agree on the work list, wait for each other and combine their counts. It is deliberately small: the
-batch engine (:mod:`latentpriv.batch`) only exchanges small Python objects (names, counts), never
+batch engine (:mod:`latentpriv.runs.engine`) only exchanges small Python objects (names, counts), never
 tensors, so any backend works; ``nccl`` is used on GPUs and ``gloo`` on CPUs.
 
 Without torchrun (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) everything here is a no-op single process, so

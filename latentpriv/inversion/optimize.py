@@ -37,7 +37,7 @@ from torch import Tensor
 
 from latentpriv.config import apply_overrides, from_dict, read_yaml, to_dict
 from latentpriv.errors import ConfigError, InputError
-from latentpriv.perceptual import (
+from latentpriv.inversion.perceptual import (
     RESEARCH_TAPS,
     VGG16_LAYERS,
     PerceptualLoss,

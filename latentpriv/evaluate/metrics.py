@@ -10,7 +10,7 @@ All functions take RGB ``uint8`` images ``[H, W, 3]`` or batches ``[N, H, W, 3]`
   padding, averaged over the window-valid interior and then over the three channels: the same numbers as
   ``skimage.metrics.structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=255, channel_axis=-1)``. 1 for identical images.
-* :func:`lpips_distance`: LPIPS v0.1 (VGG) of Zhang et al. (2018) through :mod:`latentpriv.perceptual`
+* :func:`lpips_distance`: LPIPS v0.1 (VGG) of Zhang et al. (2018) through :mod:`latentpriv.inversion.perceptual`
   (needs its weights: ``latentpriv weights fetch vgg16 lpips_vgg``); 0 for identical images.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 from latentpriv.errors import InputError
 
 if TYPE_CHECKING:
-    from latentpriv.perceptual import PerceptualNetworks
+    from latentpriv.inversion.perceptual import PerceptualNetworks
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5
@@ -107,7 +107,7 @@ def lpips_distance(a: np.ndarray, b: np.ndarray, networks: PerceptualNetworks, *
     """
     import torch
 
-    from latentpriv.perceptual import lpips
+    from latentpriv.inversion.perceptual import lpips
 
     a, b, single = _pair(a, b, "lpips")
     out = []
@@ -231,7 +231,7 @@ def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: n
         render: latents (same layout as ``latents``) -> RGB ``uint8 [N, H, W, 3]`` (e.g. ``G.synthesize``
             followed by ``G.to_uint8``).
         latents: ``float [N, D]`` (Z/W) or ``[N, L, D]`` (W+), one face per row (e.g. inverted photos).
-        directions: ``[k, D]`` orthonormal boundary normals (``latentpriv.boundaries.resolve_directions``).
+        directions: ``[k, D]`` orthonormal boundary normals (``latentpriv.edit.boundaries.resolve_directions``).
         epsilons, mechanisms: the grid; ``delta`` is used by ``gaussian`` and ``seed`` only.
         attributes: a name per direction; those in :data:`ATTRIBUTE_SCORE` are also measured on the
             rendered faces (landmark scores), the others through their latent coordinate only.

@@ -765,7 +765,7 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         task: what to do with each item.
         input_dir: folder of inputs (not recursive).
         outdir: output folder, created if missing; must differ from ``input_dir``.
-        dist: a :class:`latentpriv.distributed.Distributed` (from ``init_distributed``); None = one process.
+        dist: a :class:`latentpriv.runs.distributed.Distributed` (from ``init_distributed``); None = one process.
         batch_size: items per call of ``task.process``; also the unit of sharding.
         overwrite: redo items whose outputs are already complete.
         seed: base seed; each item gets ``item_seed(seed, name)`` (None leaves ``item.seed`` None).
@@ -779,7 +779,7 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         InputError: bad folder, no inputs, colliding names (raised on every rank).
         BatchInterrupted: SIGTERM/SIGINT arrived; finished items are complete on disk.
     """
-    from latentpriv.distributed import DistEnv, Distributed, RunLock
+    from latentpriv.runs.distributed import DistEnv, Distributed, RunLock
 
     if dist is None:
         import torch
@@ -922,7 +922,7 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
 
     import click
 
-    from latentpriv.distributed import init_distributed
+    from latentpriv.runs.distributed import init_distributed
 
     if outdir is None:
         raise InputError(f"{input_dir} is a folder: pass -o OUTDIR, the folder for the outputs")
@@ -1022,7 +1022,6 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
     ``center="auto"``).
     """
 
-    from latentpriv.boundaries import resolve_directions
     from latentpriv.cli.privatize import (
         MODEL_DEFAULT_SPACE,
         load_generator_for,
@@ -1034,6 +1033,7 @@ def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
         resolve_covariance,
         validate_common,
     )
+    from latentpriv.edit.boundaries import resolve_directions
     from latentpriv.privacy.ledger import Ledger
     from latentpriv.privacy.noise import make_noise_source
     from latentpriv.privacy.release import ReleaseParams, accounted_release
@@ -1191,9 +1191,9 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
 
     Args:
         G: a loaded generator on ``device`` (the generator contract in docs/DEVELOPING.md).
-        config: the resolved :class:`~latentpriv.inversion.InversionConfig`.
+        config: the resolved :class:`~latentpriv.inversion.optimize.InversionConfig`.
         device: the rank's device.
-        networks: VGG16/LPIPS (:class:`~latentpriv.perceptual.PerceptualNetworks`), loaded once and reused
+        networks: VGG16/LPIPS (:class:`~latentpriv.inversion.perceptual.PerceptualNetworks`), loaded once and reused
             for every batch.
         image_dir: also save each final reconstruction as ``image_dir/STEM.png``.
         extra_record: more provenance for every sidecar.
@@ -1205,7 +1205,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
 
     Inputs are read like ``latentpriv invert FILE`` reads them (``latentpriv.cli.invert.load_target``:
     non-square images centre-cropped) and the sidecar is the same record as the single-file command's,
-    plus the engine's ``batch`` section. Each batch is one call of :func:`latentpriv.inversion.invert`
+    plus the engine's ``batch`` section. Each batch is one call of :func:`latentpriv.inversion.optimize.invert`
     with a generator seeded from ``config.seed``; since inversion draws its randomness per step and
     broadcasts it over the batch, every image gets the result a single-image run with that seed gives,
     whatever its batch mates, batch size or rank (up to floating-point rounding of batched kernels).
@@ -1214,7 +1214,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
     import torch
 
     from latentpriv.cli.invert import decode_side, inversion_record, load_target
-    from latentpriv.inversion import _resolve_space, config_to_dict, invert
+    from latentpriv.inversion.optimize import _resolve_space, config_to_dict, invert
 
     # the settings every image would fail on (a space the model lacks, init: mean in Z) fail once, up front
     space = _resolve_space(G, config.space)
@@ -1290,8 +1290,8 @@ def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: st
     Loads the generator and VGG16/LPIPS once per rank on the rank's device, then :func:`run_cli`.
     """
     def build(dist: Any) -> BatchTask:
+        from latentpriv.inversion.perceptual import PerceptualNetworks
         from latentpriv.models.registry import load_generator
-        from latentpriv.perceptual import PerceptualNetworks
 
         G = load_generator(str(weights), device=dist.device)
         networks = PerceptualNetworks.load(dist.device, vgg_weights=vgg_weights)

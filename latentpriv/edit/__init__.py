@@ -1,0 +1,1 @@
+"""Directions in the latent space: InterFaceGAN boundaries, training new ones, the latent covariance."""

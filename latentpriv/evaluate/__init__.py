@@ -1,0 +1,1 @@
+"""Measurements of released faces: metrics, sweeps and the adversaries of `latentpriv attack`."""

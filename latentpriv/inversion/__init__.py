@@ -1,0 +1,1 @@
+"""Photo -> latent: the inversion optimiser and the VGG16 perceptual loss / LPIPS it uses."""
