@@ -214,8 +214,8 @@ def preset_path(name: str) -> Path:
     """Path of a shipped preset (``default`` or ``seed``) in the repository's ``configs/``."""
     if name not in PRESETS:
         raise ConfigError(f"--preset {name!r}: choose one of {', '.join(PRESETS)}")
-    here = Path(__file__).resolve().parent
-    for base in (here.parent / "configs", here / "data" / "configs"):
+    package = Path(__file__).resolve().parents[1]  # latentpriv/ (this module is latentpriv/inversion/optimize.py)
+    for base in (package.parent / "configs", package / "data" / "configs"):
         p = base / PRESETS[name]
         if p.is_file():
             return p
