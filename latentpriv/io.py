@@ -349,6 +349,27 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
         img.save(fh, format=fmt)
 
 
+def float01_to_uint8(images01: Any) -> np.ndarray:
+    """Images in [0, 1], a tensor or array ``[N, 3, H, W]`` (inversion targets and reconstructions) ->
+    uint8 ``[N, H, W, 3]``: the official postprocess of ``2x - 1``, ``floor(255 x + 0.5)`` clamped.
+
+    Renders in [-1, 1] go through the generator's own ``G.to_uint8`` instead.
+    """
+    import torch
+
+    x = torch.as_tensor(images01).detach()
+    u8 = (x.clamp(0, 1) * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
+    return u8.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def uint8_to_float01(images: np.ndarray) -> Any:
+    """uint8 ``[N, H, W, 3]`` -> float32 tensor ``[N, 3, H, W]`` in [0, 1] (``x / 255``), what
+    :func:`latentpriv.inversion.optimize.invert` takes as targets."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     import hashlib

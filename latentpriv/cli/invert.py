@@ -81,14 +81,6 @@ def load_target(path: str | os.PathLike, *, align_size: int | None = None, min_s
     return t, crop
 
 
-def _to_uint8(images01) -> Any:
-    """``[N,3,H,W]`` in [0,1] -> uint8 ``[N,H,W,3]``; the official postprocess of ``2x-1`` (floor(255x + 0.5))."""
-    import torch
-
-    u8 = (images01.clamp(0, 1) * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
-    return u8.permute(0, 2, 3, 1).cpu().numpy()
-
-
 def inversion_record(*, input_path: Path, input_sha256: str | None, crop: Any, res: Any, j: int, info: dict,
                      perceptual: dict, config: Any, config_dict: dict, seconds: float, batch_size: int,
                      device: Any, aligned: bool = False, extra: dict | None = None) -> dict[str, Any]:
@@ -145,7 +137,7 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
     from tqdm.auto import tqdm
 
     from latentpriv.inversion.optimize import config_to_dict, invert
-    from latentpriv.io import save_image, save_npy, sha256_file, write_json
+    from latentpriv.io import float01_to_uint8, save_image, save_npy, sha256_file, write_json
 
     if len(outputs) != len(inputs) or (images is not None and len(images) != len(inputs)):
         raise ValueError("invert_files: inputs, outputs (and images) must have the same length")
@@ -182,7 +174,7 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
                 bar.set_postfix(loss=f"{float(st.loss.mean()):.4g}", lr=f"{st.lr:.3g}")
             if save_every and st.step % save_every == 0:
                 lat = st.latents.float().cpu().numpy()
-                u8 = _to_uint8(st.images)
+                u8 = float01_to_uint8(st.images)
                 for j, k in enumerate(idx):
                     save_npy(_snapshot_path(results[k].output, st.step), lat[j:j + 1].astype(np.float32))
                     if images[k] is not None:
@@ -197,7 +189,7 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
             bar.close()
         seconds = time.perf_counter() - t0
         lat = res.latents.numpy().astype(np.float32)
-        u8 = _to_uint8(res.images)
+        u8 = float01_to_uint8(res.images)
         for j, (k, _, crop) in enumerate(chunk):
             r = results[k]
             record = inversion_record(

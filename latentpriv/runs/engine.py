@@ -54,7 +54,15 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import ConfigError, InputError, LatentprivError
-from latentpriv.io import IMAGE_SUFFIXES, json_default, save_image, save_npy, sha256_file, write_json
+from latentpriv.io import (
+    IMAGE_SUFFIXES,
+    float01_to_uint8,
+    json_default,
+    save_image,
+    save_npy,
+    sha256_file,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -1176,14 +1184,6 @@ def _content_id(source: Any) -> str | None:
     return None if source is None else str(source)
 
 
-def _uint8_images(images01: Any) -> np.ndarray:
-    """``[N, 3, H, W]`` in [0, 1] -> uint8 ``[N, H, W, 3]`` (the official postprocess: floor(255 x + 0.5))."""
-    import torch
-
-    u8 = (images01.detach().clamp(0, 1) * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
-    return u8.permute(0, 2, 3, 1).cpu().numpy()
-
-
 def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: Path | None = None,
                 extra_record: Mapping[str, Any] | None = None, save_every: int | None = None,
                 snapshot_dir: Path | None = None, align_size: int | None = None) -> BatchTask:
@@ -1238,7 +1238,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
             if not save_every or step.step % save_every:
                 return
             lat = step.latents.float().cpu().numpy().astype(np.float32)
-            images = _uint8_images(step.images) if image_dir is not None else None
+            images = float01_to_uint8(step.images) if image_dir is not None else None
             for j, item in enumerate(items):
                 name = f"{item.stem}_{step.step:06d}"
                 save_npy(Path(snapshot_dir or ".") / f"{name}.npy", lat[j:j + 1])
@@ -1250,7 +1250,7 @@ def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: P
                      callback=snapshot if save_every else None)
         seconds = time.perf_counter() - t0
         lat = res.latents.numpy().astype(np.float32)
-        u8 = _uint8_images(res.images)
+        u8 = float01_to_uint8(res.images)
         outs = []
         for j, (item, (_, crop)) in enumerate(zip(items, payloads, strict=True)):
             record = inversion_record(
