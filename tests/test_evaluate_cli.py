@@ -96,8 +96,9 @@ def test_explicit_files_resize_and_errors(face64, tmp_path):
 
 def test_sweep_core_and_plot(face64, tmp_path):
     """privacy_utility_sweep on a stand-in renderer whose picture degrades with the coordinate's shift."""
-    from latentpriv.cli.evaluate import plot_sweep, write_csv
     from latentpriv.evaluate.metrics import privacy_utility_sweep
+    from latentpriv.evaluate.plots import sweep_figure
+    from latentpriv.evaluate.report import write_csv
 
     dim = 6
     d = np.eye(dim)[:1]
@@ -129,10 +130,9 @@ def test_sweep_core_and_plot(face64, tmp_path):
     for r in out["rows"]:
         assert abs(r["coord_after_smile"]) <= 3.0 + 1e-6  # released values stay in [c - B, c + B]
     png = tmp_path / "curve.png"
-    backend = plot_sweep(out["summary"], png, attribute="smile")
+    png.write_bytes(sweep_figure(out["summary"], attribute="smile"))
     img = load_image(png)
-    # matplotlib comes with the test extra, so this is its path; test_pil_plot_fallback covers the other
-    assert backend == "matplotlib" and img.shape[0] > 200 and img.shape[1] > 400
+    assert img.shape[0] > 200 and img.shape[1] > 400
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 3  # lines in several colours, not a blank canvas
     write_csv(tmp_path / "s.csv", out["rows"])
     assert (tmp_path / "s.csv").read_text().count("\n") == len(out["rows"]) + 1
@@ -151,10 +151,38 @@ def test_median_ci_order_statistics_and_identical_images():
     assert s["coord_abs_change_smile"] == 0.5 and s["n"] == 7
 
 
-def test_pil_plot_fallback(tmp_path, monkeypatch):
+def _sweep_summary() -> list[dict]:
+    return [{"mechanism": m, "epsilon": e, "coord_abs_change_pose": 3 / e * k, "psnr": 20 + e,
+             "identity_distance": 0.2 * k / e} for k, m in ((1, "laplace"), (2, "rr")) for e in (0.5, 1.0, 4.0)]
+
+
+def test_sweep_figure_panels_and_lines(tmp_path):
+    """The figure its docstring describes: attribute change left, identity distance right, one line per
+    mechanism in matplotlib's first two colours (C0 blue, C1 orange)."""
+    from latentpriv.evaluate.plots import sweep_figure, sweep_panels
+    from latentpriv.faces.identity import SAME_PERSON_THRESHOLD
+
+    summary = _sweep_summary()
+    assert [k for k, _ in sweep_panels(summary, "pose")] == ["coord_abs_change_pose", "identity_distance"]
+    assert f"< {SAME_PERSON_THRESHOLD:g}" in sweep_panels(summary, "pose")[1][1]
+    no_faces = [{k: v for k, v in s.items() if k != "identity_distance"} for s in summary]
+    assert sweep_panels(no_faces, None)[1][0] == "psnr"
+    (tmp_path / "c.png").write_bytes(sweep_figure(summary, attribute="pose"))
+    img = load_image(tmp_path / "c.png")
+    blue = np.all(img == [31, 119, 180], axis=-1)
+    orange = np.all(img == [255, 127, 14], axis=-1)
+    assert blue.sum() > 50 and orange.sum() > 50
+    # both panels hold both lines: the left and the right half of the picture have each colour
+    half = img.shape[1] // 2
+    assert blue[:, :half].sum() > 20 and blue[:, half:].sum() > 20
+    assert orange[:, :half].sum() > 20 and orange[:, half:].sum() > 20
+
+
+def test_sweep_figure_without_matplotlib_names_the_extra(monkeypatch):
     import builtins
 
-    from latentpriv.cli.evaluate import plot_sweep
+    from latentpriv.errors import ConfigError
+    from latentpriv.evaluate.plots import sweep_figure
 
     real_import = builtins.__import__
 
@@ -164,13 +192,8 @@ def test_pil_plot_fallback(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    summary = [{"mechanism": m, "epsilon": e, "coord_abs_change_pose": 3 / e * k, "psnr": 20 + e}
-               for k, m in ((1, "laplace"), (2, "rr")) for e in (0.5, 1.0, 4.0)]
-    assert plot_sweep(summary, tmp_path / "c.png", attribute="pose") == "pil"
-    img = load_image(tmp_path / "c.png")
-    blue = np.all(img == [31, 119, 180], axis=-1)
-    orange = np.all(img == [255, 127, 14], axis=-1)
-    assert blue.sum() > 50 and orange.sum() > 50
+    with pytest.raises(ConfigError, match=r"latentpriv\[plot\]"):
+        sweep_figure(_sweep_summary(), attribute="pose")
 
 
 def test_sweep_cli_on_the_demo_generator(tmp_path, monkeypatch):

@@ -99,7 +99,7 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
     a classifier on the released residual and one on the private render (outside the guarantee), dlib
     identity and LPIPS. See docs/attack.md.
     """
-    from latentpriv.cli.evaluate import write_csv
+    from latentpriv.evaluate.report import write_csv
     from latentpriv.cli.options import parse_epsilons
     from latentpriv.cli.privatize import (
         load_generator_for,
