@@ -189,3 +189,14 @@ def test_resolve_directions_conditions_and_order(ifg_home):
         resolve_directions(attrs=["age", "age"])
     with pytest.raises(InputError, match="no direction"):
         resolve_directions()
+
+
+def test_boundary_names_split_on_registered_model_names(monkeypatch):
+    from latentpriv.edit.boundaries import _split_name
+    from latentpriv.models import registry
+
+    assert _split_name("stylegan_ffhq_smile_w_boundary") == ("stylegan_ffhq", "smile")
+    assert _split_name("dcgan64_mouth_open_boundary") == ("dcgan64", "mouth_open")
+    assert _split_name("mymodel_smile_boundary") == ("mymodel", "smile")  # unregistered: last "_" splits
+    monkeypatch.setitem(registry.MODELS, "stylegan_ffhq_hq", "stylegan")  # a name that extends another
+    assert _split_name("stylegan_ffhq_hq_eyes_open_boundary") == ("stylegan_ffhq_hq", "eyes_open")

@@ -358,9 +358,11 @@ def list_boundaries() -> list[dict[str, Any]]:
 
 
 def _split_name(stem: str) -> tuple[str | None, str | None]:
-    """``stylegan_ffhq_smile_w_boundary`` -> ("stylegan_ffhq", "smile") using the known model prefixes."""
+    """``stylegan_ffhq_smile_w_boundary`` -> ("stylegan_ffhq", "smile") using the registered model names."""
+    from latentpriv.models.registry import model_names
+
     core = stem[: -len("_w_boundary")] if stem.endswith("_w_boundary") else stem[: -len("_boundary")]
-    for model in ("stylegan_ffhq", "dcgan64"):
+    for model in sorted(model_names(), key=len, reverse=True):  # longest first: a name may prefix another
         if core.startswith(model + "_"):
             return model, core[len(model) + 1:]
     head, _, tail = core.rpartition("_")

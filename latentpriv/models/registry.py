@@ -20,11 +20,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING
 
 from latentpriv.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch is imported on load, so listing the models (CLI help) stays cheap
+    import torch
+
+    from latentpriv.models.protocol import Generator
 
 
 def _keys_of(obj: object) -> list[str]:
@@ -53,13 +56,15 @@ class Family:
     loader: str  # "module:function", called as f(path, device, name=...)
     detect: Callable[[object], bool]
     description: str = ""
+    #: the space latents of this family live in unless told otherwise (``Generator.default_space``)
+    default_space: str = "w"
 
 
 FAMILIES: dict[str, Family] = {
     "stylegan": Family("stylegan", "latentpriv.models.stylegan:load_stylegan", _is_stylegan,
                        "InterFaceGAN StyleGAN v1 (mapping.dense*/synthesis.layer* keys)"),
     "dcgan": Family("dcgan", "latentpriv.models.dcgan:load_dcgan", _is_dcgan,
-                    "DCGAN tutorial generator (main.* keys, optionally under netG_state_dict)"),
+                    "DCGAN tutorial generator (main.* keys, optionally under netG_state_dict)", default_space="z"),
 }
 
 #: Registered model (asset) name -> family.
@@ -69,7 +74,17 @@ MODELS: dict[str, str] = {
 }
 
 
-def _call_loader(family: Family, path: Path, device: torch.device, name: str) -> Any:
+def model_names() -> tuple[str, ...]:
+    """The registered model names, sorted: CLI choices, help texts and name parsing derive from this."""
+    return tuple(sorted(MODELS))
+
+
+def model_default_space(name: str) -> str | None:
+    """The default latent space of registered model ``name`` without loading it; None for other names."""
+    return FAMILIES[MODELS[name]].default_space if name in MODELS else None
+
+
+def _call_loader(family: Family, path: Path, device: torch.device, name: str) -> Generator:
     module, func = family.loader.split(":")
     return getattr(importlib.import_module(module), func)(path, device, name=name)
 
@@ -91,10 +106,10 @@ def detect_family(path: str | os.PathLike) -> Family:
 
 
 def load_generator(path_or_name: str | os.PathLike, device: str | torch.device = "auto", *,
-                   family: str | None = None) -> Any:
-    """Load a generator implementing latentpriv's generator contract (``docs/DEVELOPING.md``).
+                   family: str | None = None) -> Generator:
+    """Load a generator implementing the generator contract (:class:`~latentpriv.models.protocol.Generator`).
 
-    ``path_or_name``: a registered model name (``stylegan_ffhq``, ``dcgan64``), whose file is found on
+    ``path_or_name``: a registered model name (:func:`model_names`: ``stylegan_ffhq``, ``dcgan64``), whose file is found on
     the asset search path (``$LATENTPRIV_HOME``, ``./weights``, the user cache) and structurally
     checked, or a checkpoint file, whose family is detected from its keys unless ``family`` is given.
     ``device``: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda[:N]"`` or a :class:`torch.device`.
