@@ -362,6 +362,11 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
                seed: int = 0, progress: Callable[..., Any] | None = None, face_workers: int = 1) -> dict[str, Any]:
     """Release every test face at every epsilon, render, and run the adversaries (module docstring).
 
+    The phases: check the inputs; label the originals and measure their renders (:func:`_observe_originals`);
+    derive the perceived labels and choose the image adversary's features; then per epsilon release, render
+    and measure (:func:`_observe_release`) and run the adversaries on what was observed
+    (:func:`_attack_attribute`).
+
     Args:
         data: test and training faces, directions, centres, names and the release's split basis.
         epsilons: the privacy budgets to attack (> 0), one release of every face each.
@@ -369,8 +374,8 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
         train_release: the adversaries' own simulation of the release on the training faces (the mechanism
             is public); default ``release``. Never the ledger: nothing of it is published.
         render: latents -> RGB ``uint8 [n, H, W, 3]``.
-        networks: :class:`~latentpriv.inversion.perceptual.PerceptualNetworks` for LPIPS and the VGG image features,
-            or None (those parts are skipped, and say so).
+        networks: :class:`~latentpriv.inversion.perceptual.PerceptualNetworks` for LPIPS and the VGG image
+            features, or None (those parts are skipped, and say so).
         faces: use the ``face`` extra (dlib) for the perceived label, landmark features and identity; False
             or a missing extra skips those parts and says so in ``skipped``.
         seed: seeds the classifiers (scikit-learn's solvers).
@@ -385,173 +390,258 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
     """
     bar_factory = progress or _no_bar
     train_release = train_release or release
-    eps_list = [float(e) for e in epsilons]
-    if not eps_list or any(not (e > 0 and math.isfinite(e)) for e in eps_list):
-        raise ConfigError(f"epsilons: give positive finite numbers, got {list(epsilons)}")
-    dirs = np.asarray(data.directions, dtype=np.float64)
-    k = dirs.shape[0]
+    eps_list, dirs, centers = _check_inputs(data, epsilons)
     names = list(data.attributes)
-    centers = np.broadcast_to(np.asarray(data.centers, dtype=np.float64), (k,))
-    n_test, n_train = int(data.test.shape[0]), int(data.train.shape[0])
-    if n_test < 2 or n_train < 2:
-        raise InputError(f"need at least 2 test and 2 training faces, got {n_test} and {n_train}")
-
     skipped: dict[str, str] = {}
-    use_faces = False
-    if faces:
-        from latentpriv.faces import INSTALL_HINT, available
-
-        use_faces = available()
-        if not use_faces:
-            skipped["faces"] = (f"face extra not installed ({INSTALL_HINT}): no identity numbers, no perceived "
-                                "label, image adversary on VGG features")
-    else:
-        skipped["faces"] = "faces disabled: no identity numbers, no perceived label"
+    use_faces = _faces_available(faces, skipped)
     if networks is None:
         skipped["lpips"] = "no LPIPS/VGG networks given: no lpips_median (and no VGG image features)"
 
     # labels of the originals: y_i = [a_i > c_i] (the protected coordinate's side)
     y_test = _coords(data.test, dirs) > centers[None, :]
     y_train = _coords(data.train, dirs) > centers[None, :]
-
-    # originals: render, analyse (scores + embeddings of the test faces), VGG features
-    total = 2 * (n_test + n_train)
-    bar = bar_factory(total=total, desc="originals: render and analyse", unit="img")
-    img_test = _render_all(render, data.test, bar)
-    img_train = _render_all(render, data.train, bar)
     fa = _Faces(use_faces, face_workers)
-    lm_test = lm_train = emb_test = None
-    if use_faces:
-        lm_test, emb_test = fa.analyse(img_test, embed=True, bar=bar)
-        lm_train, _ = fa.analyse(img_train, embed=False, bar=bar)
-    perc = _Perceptual(networks, img_test) if networks is not None else None
-    bar.close()
-    del img_train
-
-    from latentpriv.evaluate.metrics import ATTRIBUTE_SCORE
-    from latentpriv.faces.attributes import ATTRIBUTES as LM_NAMES
-
-    # perceived labels: the landmark score of the original render above its set's median
-    perceived: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
-    if use_faces:
-        for j, name in enumerate(names):
-            score = ATTRIBUTE_SCORE.get(name)
-            if score is None:
-                continue
-            col = LM_NAMES.index(score)
-            s_te, s_tr = lm_test[:, col], lm_train[:, col]
-            ok_te, ok_tr = np.isfinite(s_te), np.isfinite(s_tr)
-            if ok_te.sum() < 2 or ok_tr.sum() < 2:
-                skipped[f"perceived_{name}"] = "too few faces found in the original renders"
-                continue
-            perceived[j] = (ok_te, s_te > np.median(s_te[ok_te]), ok_tr, s_tr > np.median(s_tr[ok_tr]))
-
-    # the image adversary's features: landmarks when faces are found, else VGG
-    image_features = None
-    if use_faces and np.isfinite(lm_train).all(axis=1).mean() >= MIN_FACE_RATE:
-        image_features = "landmarks"
-    elif perc is not None:
-        image_features = "vgg16_relu5_3"
-        if use_faces:
-            skipped["image_landmarks"] = (f"faces found in fewer than {MIN_FACE_RATE:.0%} of the training renders: "
-                                          "image adversary on VGG features")
-    else:
-        skipped["image"] = "neither landmark features (face extra / faces) nor VGG networks: no image adversary"
-
-    face_rate_orig = float(np.isfinite(emb_test).all(axis=1).mean()) if use_faces else None
-    results: list[dict[str, Any]] = []
-    releases: list[dict[str, Any]] = []
-    for eps in eps_list:
-        bar = bar_factory(total=2 * n_test + 2 * n_train, desc=f"epsilon {eps:g}: release, render, attack", unit="img")
-        out_test, rec_test = release(data.test, eps)
-        out_train, _ = train_release(data.train, eps)
-        releases.append({"epsilon": eps, **{key: rec_test.get(key) for key in
-                                            ("mechanism", "spend", "split", "for_release", "sampler", "guarantee")}})
-        img_priv = _render_all(render, out_test, bar)
-        img_priv_train = _render_all(render, out_train, bar)
-        lm_priv = emb_priv = lm_priv_train = None
-        if use_faces:
-            lm_priv, emb_priv = fa.analyse(img_priv, embed=True, bar=bar)
-            if image_features == "landmarks":
-                lm_priv_train, _ = fa.analyse(img_priv_train, embed=False, bar=bar)
-        lp = vgg_test = vgg_train = None
-        if perc is not None:
-            lp, vgg_test = perc.measure(img_priv, lpips=True)
-            if image_features == "vgg16_relu5_3":
-                vgg_train = perc.measure(img_priv_train, lpips=False)[1]
-        bar.close()
-        del img_priv, img_priv_train
-
-        coords_test, coords_train = _coords(out_test, dirs), _coords(out_train, dirs)
-        res_test, res_train = _residual(out_test, dirs, data.split_basis), _residual(out_train, dirs, data.split_basis)
-        if image_features == "landmarks":
-            fill = np.nanmean(lm_priv_train, axis=0)
-            fill = np.where(np.isfinite(fill), fill, 0.0)
-            x_img_train, x_img_test = _impute(lm_priv_train, fill), _impute(lm_priv, fill)
-        elif image_features is not None:
-            x_img_train, x_img_test = vgg_train, vgg_test
-        identity = _identity(emb_test, emb_priv) if use_faces else {
-            "same_person_rate": None, "distance_median": None, "reid_top1": None, "skipped": skipped["faces"]}
-        if use_faces and identity["pairs_with_faces"] == 0:
-            skipped["identity"] = "dlib found no face pair (original and private render): no identity numbers"
-            identity["skipped"] = skipped["identity"]
-        lpips_median = float(np.median(lp)) if lp is not None else None
-
-        for j, name in enumerate(names):
-            yt, ytr = y_test[:, j], y_train[:, j]
-            majority = max(float(yt.mean()), 1.0 - float(yt.mean()))
-            bound, guarantee = _bound_for(rec_test, majority)
-
-            def attack(train_x, test_x, kind: str, labels_train, labels_test, rows_train=None, rows_test=None):
-                xtr = train_x if rows_train is None else train_x[rows_train]
-                xte = test_x if rows_test is None else test_x[rows_test]
-                if kind == "threshold":
-                    t, upper = fit_threshold(xtr, labels_train)
-                    return _score(_threshold_predict(xte, t, upper), labels_test)
-                return _score(_logistic(xtr, labels_train, seed)(xte), labels_test)
-
-            adv: dict[str, Any] = {
-                "coordinate": attack(coords_train[:, j], coords_test[:, j], "threshold", ytr, yt),
-                "residual": attack(res_train, res_test, "logistic", ytr, yt),
-            }
-            if image_features is not None:
-                adv["image"] = attack(x_img_train, x_img_test, "logistic", ytr, yt)
-            else:
-                adv["image"] = {"accuracy": None, "ci": None, "n": 0, "skipped": skipped.get("image")}
-            if j in perceived:
-                ok_te, p_te, ok_tr, p_tr = perceived[j]
-                adv["coordinate"]["perceived"] = attack(coords_train[:, j], coords_test[:, j], "threshold",
-                                                        p_tr[ok_tr], p_te[ok_te], ok_tr, ok_te)
-                adv["residual"]["perceived"] = attack(res_train, res_test, "logistic", p_tr[ok_tr], p_te[ok_te],
-                                                      ok_tr, ok_te)
-                if image_features is not None:
-                    adv["image"]["perceived"] = attack(x_img_train, x_img_test, "logistic", p_tr[ok_tr],
-                                                       p_te[ok_te], ok_tr, ok_te)
-            results.append({
-                "epsilon": eps,
-                "attribute": name,
-                "bound": bound,
-                "guarantee": guarantee,
-                "label_balance": float(yt.mean()),
-                "adversaries": adv,
-                "identity": identity,
-                "lpips_median": lpips_median,
-            })
-            log.info("epsilon %g %s: coordinate %.3f (bound %s), residual %.3f, image %s", eps, name,
-                     adv["coordinate"]["accuracy"], "none" if bound is None else f"{bound:.3f}",
-                     adv["residual"]["accuracy"], adv["image"]["accuracy"])
-
-    fa.close()
+    try:
+        orig = _observe_originals(data, render, fa, networks, bar_factory)
+        perceived = _perceived_labels(names, orig, skipped) if use_faces else {}
+        image_features = _image_features(use_faces, orig, skipped)
+        results: list[dict[str, Any]] = []
+        releases: list[dict[str, Any]] = []
+        for eps in eps_list:
+            obs = _observe_release(data, eps, release, train_release, render, fa, orig, image_features, bar_factory)
+            releases.append({"epsilon": eps, **{key: obs.record.get(key) for key in
+                                                ("mechanism", "spend", "split", "for_release", "sampler",
+                                                 "guarantee")}})
+            identity = _identity_result(use_faces, orig, obs, skipped)
+            lpips_median = float(np.median(obs.lpips)) if obs.lpips is not None else None
+            features = _adversary_features(data, dirs, obs, image_features)
+            for j, name in enumerate(names):
+                adv, bound, guarantee = _attack_attribute(j, features, y_train[:, j], y_test[:, j],
+                                                          perceived.get(j), obs.record, seed, skipped.get("image"))
+                results.append({
+                    "epsilon": eps,
+                    "attribute": name,
+                    "bound": bound,
+                    "guarantee": guarantee,
+                    "label_balance": float(y_test[:, j].mean()),
+                    "adversaries": adv,
+                    "identity": identity,
+                    "lpips_median": lpips_median,
+                })
+                log.info("epsilon %g %s: coordinate %.3f (bound %s), residual %.3f, image %s", eps, name,
+                         adv["coordinate"]["accuracy"], "none" if bound is None else f"{bound:.3f}",
+                         adv["residual"]["accuracy"], adv["image"]["accuracy"])
+    finally:
+        fa.close()
     return {
         "attributes": names,
-        "num": n_test,
-        "num_train": n_train,
+        "num": int(data.test.shape[0]),
+        "num_train": int(data.train.shape[0]),
         "image_features": image_features,
-        "faces_found_original": face_rate_orig,
+        "faces_found_original": (float(np.isfinite(orig.emb_test).all(axis=1).mean()) if use_faces else None),
         "skipped": skipped,
         "results": results,
         "releases": releases,
     }
+
+
+# ------------------------------------------------------------------------------------- the phases
+
+
+def _check_inputs(data: AttackData, epsilons: Sequence[float]) -> tuple[list[float], np.ndarray, np.ndarray]:
+    """The epsilons as floats, the directions ``float64 [k, D]`` and the centres ``[k]``; raises on bad input."""
+    eps_list = [float(e) for e in epsilons]
+    if not eps_list or any(not (e > 0 and math.isfinite(e)) for e in eps_list):
+        raise ConfigError(f"epsilons: give positive finite numbers, got {list(epsilons)}")
+    dirs = np.asarray(data.directions, dtype=np.float64)
+    centers = np.broadcast_to(np.asarray(data.centers, dtype=np.float64), (dirs.shape[0],))
+    n_test, n_train = int(data.test.shape[0]), int(data.train.shape[0])
+    if n_test < 2 or n_train < 2:
+        raise InputError(f"need at least 2 test and 2 training faces, got {n_test} and {n_train}")
+    return eps_list, dirs, centers
+
+
+def _faces_available(faces: bool, skipped: dict[str, str]) -> bool:
+    """Whether the dlib analysis runs; says why not in ``skipped``."""
+    if not faces:
+        skipped["faces"] = "faces disabled: no identity numbers, no perceived label"
+        return False
+    from latentpriv.faces import INSTALL_HINT, available
+
+    if available():
+        return True
+    skipped["faces"] = (f"face extra not installed ({INSTALL_HINT}): no identity numbers, no perceived "
+                        "label, image adversary on VGG features")
+    return False
+
+
+@dataclass
+class _Originals:
+    """What is measured once on the original renders: landmark scores ``[N, 4]`` (test, train), the test
+    faces' embeddings ``[N, 128]`` (None without faces) and the VGG taps for LPIPS (None without networks)."""
+
+    lm_test: np.ndarray | None
+    lm_train: np.ndarray | None
+    emb_test: np.ndarray | None
+    perceptual: _Perceptual | None
+
+
+def _observe_originals(data: AttackData, render: Render, fa: _Faces, networks: Any, bar_factory) -> _Originals:
+    """Render the test and training originals, analyse them (scores + test embeddings), keep VGG taps."""
+    n_test, n_train = int(data.test.shape[0]), int(data.train.shape[0])
+    bar = bar_factory(total=2 * (n_test + n_train), desc="originals: render and analyse", unit="img")
+    img_test = _render_all(render, data.test, bar)
+    img_train = _render_all(render, data.train, bar)
+    lm_test = lm_train = emb_test = None
+    if fa.enabled:
+        lm_test, emb_test = fa.analyse(img_test, embed=True, bar=bar)
+        lm_train, _ = fa.analyse(img_train, embed=False, bar=bar)
+    perc = _Perceptual(networks, img_test) if networks is not None else None
+    bar.close()
+    return _Originals(lm_test, lm_train, emb_test, perc)
+
+
+def _perceived_labels(names: Sequence[str], orig: _Originals,
+                      skipped: dict[str, str]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per attribute index with a landmark score: ``(found_test, label_test, found_train, label_train)``, the
+    label being the original render's score above its set's median."""
+    from latentpriv.evaluate.metrics import ATTRIBUTE_SCORE
+    from latentpriv.faces.attributes import ATTRIBUTES as LM_NAMES
+
+    perceived = {}
+    for j, name in enumerate(names):
+        score = ATTRIBUTE_SCORE.get(name)
+        if score is None:
+            continue
+        col = LM_NAMES.index(score)
+        s_te, s_tr = orig.lm_test[:, col], orig.lm_train[:, col]
+        ok_te, ok_tr = np.isfinite(s_te), np.isfinite(s_tr)
+        if ok_te.sum() < 2 or ok_tr.sum() < 2:
+            skipped[f"perceived_{name}"] = "too few faces found in the original renders"
+            continue
+        perceived[j] = (ok_te, s_te > np.median(s_te[ok_te]), ok_tr, s_tr > np.median(s_tr[ok_tr]))
+    return perceived
+
+
+def _image_features(use_faces: bool, orig: _Originals, skipped: dict[str, str]) -> str | None:
+    """The image adversary's features: ``"landmarks"`` when faces are found in enough training renders, else
+    ``"vgg16_relu5_3"`` with networks, else None (no image adversary; ``skipped`` says why)."""
+    if use_faces and np.isfinite(orig.lm_train).all(axis=1).mean() >= MIN_FACE_RATE:
+        return "landmarks"
+    if orig.perceptual is not None:
+        if use_faces:
+            skipped["image_landmarks"] = (f"faces found in fewer than {MIN_FACE_RATE:.0%} of the training renders: "
+                                          "image adversary on VGG features")
+        return "vgg16_relu5_3"
+    skipped["image"] = "neither landmark features (face extra / faces) nor VGG networks: no image adversary"
+    return None
+
+
+@dataclass
+class _Observation:
+    """What one epsilon's releases show: the released latents (test, train), the test release's record, and
+    the private renders' landmark scores, embeddings, LPIPS and VGG features (None where not measured)."""
+
+    out_test: np.ndarray
+    out_train: np.ndarray
+    record: dict
+    lm_priv: np.ndarray | None = None
+    emb_priv: np.ndarray | None = None
+    lm_priv_train: np.ndarray | None = None
+    lpips: np.ndarray | None = None
+    vgg_test: np.ndarray | None = None
+    vgg_train: np.ndarray | None = None
+
+
+def _observe_release(data: AttackData, eps: float, release: Release, train_release: Release, render: Render,
+                     fa: _Faces, orig: _Originals, image_features: str | None, bar_factory) -> _Observation:
+    """Release the test and training faces at ``eps``, render both and measure the renders."""
+    n_test, n_train = int(data.test.shape[0]), int(data.train.shape[0])
+    bar = bar_factory(total=2 * n_test + 2 * n_train, desc=f"epsilon {eps:g}: release, render, attack", unit="img")
+    out_test, rec_test = release(data.test, eps)
+    out_train, _ = train_release(data.train, eps)
+    obs = _Observation(out_test, out_train, rec_test)
+    img_priv = _render_all(render, out_test, bar)
+    img_priv_train = _render_all(render, out_train, bar)
+    if fa.enabled:
+        obs.lm_priv, obs.emb_priv = fa.analyse(img_priv, embed=True, bar=bar)
+        if image_features == "landmarks":
+            obs.lm_priv_train, _ = fa.analyse(img_priv_train, embed=False, bar=bar)
+    if orig.perceptual is not None:
+        obs.lpips, obs.vgg_test = orig.perceptual.measure(img_priv, lpips=True)
+        if image_features == "vgg16_relu5_3":
+            obs.vgg_train = orig.perceptual.measure(img_priv_train, lpips=False)[1]
+    bar.close()
+    return obs
+
+
+def _identity_result(use_faces: bool, orig: _Originals, obs: _Observation, skipped: dict[str, str]) -> dict:
+    """:func:`_identity` of the private renders, or the reason there are no identity numbers."""
+    if not use_faces:
+        return {"same_person_rate": None, "distance_median": None, "reid_top1": None, "skipped": skipped["faces"]}
+    identity = _identity(orig.emb_test, obs.emb_priv)
+    if identity["pairs_with_faces"] == 0:
+        skipped["identity"] = "dlib found no face pair (original and private render): no identity numbers"
+        identity["skipped"] = skipped["identity"]
+    return identity
+
+
+@dataclass
+class _Features:
+    """The adversaries' inputs for one epsilon, ``(train, test)`` each: released coordinates ``[n, k]``,
+    residuals ``[n, D]`` and image features ``[n, F]`` (None: no image adversary)."""
+
+    coords: tuple[np.ndarray, np.ndarray]
+    residual: tuple[np.ndarray, np.ndarray]
+    image: tuple[np.ndarray, np.ndarray] | None
+
+
+def _adversary_features(data: AttackData, dirs: np.ndarray, obs: _Observation,
+                        image_features: str | None) -> _Features:
+    coords = (_coords(obs.out_train, dirs), _coords(obs.out_test, dirs))
+    residual = (_residual(obs.out_train, dirs, data.split_basis), _residual(obs.out_test, dirs, data.split_basis))
+    image = None
+    if image_features == "landmarks":
+        fill = np.nanmean(obs.lm_priv_train, axis=0)
+        fill = np.where(np.isfinite(fill), fill, 0.0)
+        image = (_impute(obs.lm_priv_train, fill), _impute(obs.lm_priv, fill))
+    elif image_features is not None:
+        image = (obs.vgg_train, obs.vgg_test)
+    return _Features(coords, residual, image)
+
+
+def _attack_attribute(j: int, f: _Features, y_train: np.ndarray, y_test: np.ndarray, perceived, record: dict,
+                      seed: int, image_skipped: str | None) -> tuple[dict[str, Any], float | None, dict]:
+    """The three adversaries on attribute ``j`` (latent label, and the perceived one when given); returns
+    ``(adversaries, bound, guarantee)``."""
+    majority = max(float(y_test.mean()), 1.0 - float(y_test.mean()))
+    bound, guarantee = _bound_for(record, majority)
+
+    def attack(pair, kind: str, labels_train, labels_test, rows_train=None, rows_test=None):
+        xtr = pair[0] if rows_train is None else pair[0][rows_train]
+        xte = pair[1] if rows_test is None else pair[1][rows_test]
+        if kind == "threshold":
+            t, upper = fit_threshold(xtr, labels_train)
+            return _score(_threshold_predict(xte, t, upper), labels_test)
+        return _score(_logistic(xtr, labels_train, seed)(xte), labels_test)
+
+    coord = (f.coords[0][:, j], f.coords[1][:, j])
+    adv: dict[str, Any] = {
+        "coordinate": attack(coord, "threshold", y_train, y_test),
+        "residual": attack(f.residual, "logistic", y_train, y_test),
+    }
+    if f.image is not None:
+        adv["image"] = attack(f.image, "logistic", y_train, y_test)
+    else:
+        adv["image"] = {"accuracy": None, "ci": None, "n": 0, "skipped": image_skipped}
+    if perceived is not None:
+        ok_te, p_te, ok_tr, p_tr = perceived
+        labels = (p_tr[ok_tr], p_te[ok_te], ok_tr, ok_te)
+        adv["coordinate"]["perceived"] = attack(coord, "threshold", *labels)
+        adv["residual"]["perceived"] = attack(f.residual, "logistic", *labels)
+        if f.image is not None:
+            adv["image"]["perceived"] = attack(f.image, "logistic", *labels)
+    return adv, bound, guarantee
 
 
 def _identity(orig: np.ndarray, priv: np.ndarray) -> dict[str, Any]:
@@ -620,6 +710,8 @@ def attack_figure(result: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from latentpriv.faces.identity import SAME_PERSON_THRESHOLD
+
     res = result["results"]
     eps = sorted({r["epsilon"] for r in res})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -660,7 +752,7 @@ def attack_figure(result: dict[str, Any]) -> bytes:
     first = result["attributes"][0]
     rows = sorted((r for r in res if r["attribute"] == first), key=lambda r: r["epsilon"])
     plotted = False
-    for key, label in (("same_person_rate", "same person (dlib < 0.6)"), ("reid_top1", "top-1 re-identification")):
+    for key, label in (("same_person_rate", f"same person (dlib < {SAME_PERSON_THRESHOLD:g})"), ("reid_top1", "top-1 re-identification")):
         pts = [(r["epsilon"], r["identity"].get(key)) for r in rows if r["identity"].get(key) is not None]
         if pts:
             ax.plot([e for e, _ in pts], [v for _, v in pts], "o-", label=label)
