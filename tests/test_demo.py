@@ -45,12 +45,16 @@ def _check_common(out: Path, res) -> dict:
     assert f"wrote {summary}" in res.output and f"wrote {report_path}" in res.output
     assert "What to look at" in res.output
     rep = json.loads(report_path.read_text())
-    # layout: 2 + 2 columns of 256 px faces (scale 4), 2 rows of draws
+    from latentpriv.evaluate.demo import SummaryLayout
+
+    # the layout summary_image declares: original, reconstruction and one column per epsilon; a row per draw;
+    # dcgan64's 64 px faces upscaled 4 times
+    layout = SummaryLayout(cols=2 + 2, rows=2, tile=64 * 4)
     img = np.asarray(Image.open(summary).convert("RGB"))
-    assert img.shape[1] == 8 + 4 * (256 + 8)
-    assert img.shape[0] > 2 * 256
-    face = img[44:44 + 256, 8:8 + 256]  # the original, upscaled
-    assert face.std() > 10  # a picture, not a blank tile
+    assert img.shape == (layout.height, layout.width, 3)
+    for col, row in [(0, 0), (1, 0), (2, 0), (2, 1), (3, 0), (3, 1)]:
+        x, y = layout.tile_origin(col, row)
+        assert img[y:y + layout.tile, x:x + layout.tile].std() > 10  # a face, not a blank tile
     assert rep["model"]["name"] == "dcgan64" and rep["inversion"]["space"] == "z"
     assert rep["inversion"]["iterations"] == 3
     assert math.isfinite(rep["inversion"]["psnr_db"]) and 0 <= rep["inversion"]["lpips"] < 2
@@ -103,12 +107,12 @@ def test_bad_epsilons_are_one_line_errors(tmp_path, eps):
     res = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--epsilons", eps, "--iterations", "1"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     error = [line for line in res.output.splitlines() if line.startswith("Error:")]
-    assert len(error) == 1 and "'--epsilons'" in error[0]
+    assert len(error) == 1 and "--epsilons" in error[0]
     assert not (tmp_path / "report.json").exists()
 
 
 def test_missing_weights_are_fetched_with_a_message(monkeypatch):
-    from latentpriv.cli import demo
+    from latentpriv.evaluate import demo
 
     calls = []
     monkeypatch.setattr(assets, "find", lambda name, explicit=None: None if name == "vgg16" else Path("x"))
@@ -116,3 +120,50 @@ def test_missing_weights_are_fetched_with_a_message(monkeypatch):
     said = []
     assert demo.ensure_assets(("dcgan64", "vgg16"), said.append) == ["vgg16"]
     assert calls == ["vgg16"] and "vgg16" in said[0] and "fetching it once" in said[0]
+
+
+def _fake_result(epsilons=(0.5, 2.0, 8.0), draws=2, side=16, skipped=()):
+    from latentpriv.evaluate.demo import DemoResult
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, size=(2 + len(epsilons) * draws, side, side, 3), dtype=np.uint8)
+    releases = [{"laplace_scale": 6.0 / e, "draws": [{"smile_coordinate": 0.1 * d, "smile_score": None}
+                                                     for d in range(draws)]} for e in epsilons]
+    report = {"inversion": {"psnr_db": 30.0, "lpips": 0.1}, "releases": releases, "skipped": list(skipped),
+              "original": {"smile_score": 0.5}, "reconstruction": {"smile_coordinate": 0.2, "smile_score": 0.4}}
+    private = faces[2:].reshape(len(epsilons), draws, side, side, 3)
+    return DemoResult(faces[0], faces[1], private, tuple(epsilons), report)
+
+
+@pytest.mark.parametrize("epsilons,draws,scale", [((0.5, 2.0, 8.0), 2, 4), ((1.0,), 3, 2)])
+def test_summary_picture_follows_its_declared_layout(epsilons, draws, scale):
+    """summary_image places each face where SummaryLayout says: columns original, reconstruction, one per
+    epsilon; rows = draws (original and reconstruction in the first row only); tiles of the model's
+    resolution times the upscale; titles in the strip above."""
+    from PIL import Image
+
+    from latentpriv.evaluate.demo import SummaryLayout, summary_image
+
+    result = _fake_result(epsilons, draws)
+    layout = SummaryLayout.of(result, scale)
+    assert (layout.cols, layout.rows, layout.tile) == (2 + len(epsilons), draws, 16 * scale)
+    img = summary_image(result, scale=scale)
+    assert img.shape == (layout.height, layout.width, 3) and img.dtype == np.uint8
+
+    def tile(col, row):
+        x, y = layout.tile_origin(col, row)
+        return img[y:y + layout.tile, x:x + layout.tile].astype(int)
+
+    def upscaled(face):
+        return np.asarray(Image.fromarray(face).resize((layout.tile, layout.tile), Image.BICUBIC)).astype(int)
+
+    assert np.array_equal(tile(0, 0), upscaled(result.photo))
+    assert np.array_equal(tile(1, 0), upscaled(result.reconstruction))
+    for i in range(len(epsilons)):
+        for d in range(draws):
+            assert np.array_equal(tile(2 + i, d), upscaled(result.private[i, d]))
+    for row in range(1, draws):  # nothing under the original and the reconstruction
+        assert (tile(0, row) == 255).all() and (tile(1, row) == 255).all()
+    for col in range(layout.cols):  # every column has a title in the strip
+        x, _ = layout.tile_origin(col, 0)
+        assert (img[:layout.head, x:x + layout.tile] < 128).any()
