@@ -137,3 +137,23 @@ def test_cli_seed_mechanism_has_no_bound_and_errors_are_one_line(tmp_path):
     assert res.exit_code != 0 and "--attr" in res.output
     res = _run(tmp_path / "y", "--epsilons", "0,1")
     assert res.exit_code != 0 and "positive" in res.output
+
+
+def test_cli_attacks_a_folder_of_latents(tmp_path):
+    """--latents DIR: the folder's .npy files (sorted, hidden ones skipped) are the test faces, at most --num."""
+    from latentpriv.io import save_npy
+
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "lat"
+    save_npy(folder / "b.npy", rng.normal(size=(30, 100)).astype(np.float32))
+    save_npy(folder / "a.npy", rng.normal(size=(20, 100)).astype(np.float32))
+    save_npy(folder / ".hidden.npy", rng.normal(size=(3, 100)).astype(np.float32))
+    res = _run(tmp_path, "--epsilons", "2", "--latents", str(folder), "--train-num", "40", "--no-faces",
+               "--no-lpips")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "out" / "attack.json").read_text())
+    assert data["source"] == {"latents": str(folder), "files": [str(folder / "a.npy"), str(folder / "b.npy")]}
+    assert data["num"] == 40 and data["num_train"] == 40 and data["space"] == "z"
+    assert "files" not in data   # the record's keys are those attack.json always had
+    res = _run(tmp_path / "empty", "--latents", str(tmp_path / "out"))
+    assert res.exit_code != 0 and "no .npy latents" in res.output and "Traceback" not in res.output

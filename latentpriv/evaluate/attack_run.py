@@ -1,0 +1,235 @@
+"""``latentpriv attack``'s run: the adversaries' faces, the releases (accounted in a ledger on request) and
+the files ``OUTDIR/attack.json``, ``attack.csv`` and ``attack.png`` around
+:func:`latentpriv.evaluate.attack.run_attack`. See docs/attack.md.
+
+Test faces are sampled (or read) by the caller; the adversaries' own training faces are further samples of
+the model. Seeds: one user seed (recorded) feeds :func:`seed_streams`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentpriv.errors import AssetError, ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "latentpriv.attack/1"
+OUTPUT_NAMES = ("attack.json", "attack.csv", "attack.png")
+
+
+def seed_streams(seed: int) -> np.ndarray:
+    """Four independent seeds from the user's: test faces, training faces, training noise, release noise."""
+    return np.random.SeedSequence(int(seed)).generate_state(4)
+
+
+def latent_files(folder: Path) -> list[Path]:
+    """The ``.npy`` latents of ``--latents DIR`` (sorted; hidden files skipped)."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a directory; --latents takes a folder of .npy latents")
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".npy" and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"{folder}: no .npy latents in it; write some with `latentpriv invert` or pass no --latents")
+    return files
+
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """The attack's options (``latentpriv attack``'s flags of the same names)."""
+
+    model: str
+    epsilons: Sequence[float]
+    mechanism: str = "laplace"
+    delta: float = 0.0
+    clip_radius: float = 3.0
+    seed: int = 0
+    seed_noise: bool = False
+    ledger_path: Path | None = None
+    decorrelate: bool | None = None
+    train_num: int | None = None
+    faces: bool = True
+    lpips: bool = True
+    workers: int = 0
+
+
+def _quiet(fn: Callable[[], Any]) -> Any:
+    from latentpriv.privacy.mechanisms import SeedMechanismWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeedMechanismWarning)  # said once by the caller, not once per release
+        return fn()
+
+
+def _releases(s: AttackSettings, dirs: np.ndarray, centers: np.ndarray, names: list[str], covariance: Any,
+              seeds: np.ndarray) -> tuple[Callable, Callable]:
+    """``(release, train_release)``: latent, epsilon -> (private latent, record). The test faces' release
+    draws OpenDP noise (seeded numpy with ``seed_noise``) and, with a ledger, goes through the accounted
+    release (pending charge, draw, commit); the adversaries simulate it on their own faces with seeded noise."""
+    from latentpriv.privacy.mechanisms import privatize
+    from latentpriv.privacy.noise import make_noise_source
+
+    common = dict(delta=s.delta, mechanism=s.mechanism, clip_radius=s.clip_radius, center=centers,
+                  attributes=names, covariance=covariance)
+    noise = make_noise_source(np.random.default_rng(int(seeds[3])) if s.seed_noise else None)
+    train_noise = make_noise_source(np.random.default_rng(int(seeds[2])))
+
+    def train_release(latent: np.ndarray, epsilon: float):
+        r = _quiet(lambda: privatize(latent, dirs, epsilon=epsilon, noise=train_noise, **common))
+        return np.asarray(r.latent), r.record
+
+    if s.ledger_path is None:
+        def release(latent: np.ndarray, epsilon: float):
+            r = _quiet(lambda: privatize(latent, dirs, epsilon=epsilon, noise=noise, **common))
+            return np.asarray(r.latent), r.record
+        return release, train_release
+
+    from latentpriv.privacy.ledger import Ledger
+    from latentpriv.privacy.release import ReleaseParams, accounted_release
+
+    ledger = Ledger(s.ledger_path)
+
+    def accounted(latent: np.ndarray, epsilon: float):
+        params = ReleaseParams(mechanism=s.mechanism, epsilon=epsilon, delta=s.delta, clip_radius=s.clip_radius)
+        r = _quiet(lambda: accounted_release(latent, dirs, params=params, noise=noise, ledger=ledger,
+                                            center=centers, attributes=names, covariance=covariance,
+                                            ledger_info={"command": "attack"}))
+        return r.latent, r.record
+    return accounted, train_release
+
+
+def _networks(G: Any, want: bool, warn: Callable[[str], None]) -> tuple[Any, str | None]:
+    """LPIPS networks, or None with the reason when their weights are missing."""
+    if not want:
+        return None, None
+    from latentpriv.inversion.perceptual import PerceptualNetworks
+
+    try:
+        return PerceptualNetworks.load(G.device if hasattr(G, "device") else "cpu"), None
+    except AssetError as exc:
+        why = f"LPIPS weights missing ({str(exc).splitlines()[0]}): `latentpriv weights fetch vgg16 lpips_vgg`"
+        warn(f"skipping LPIPS and VGG features: {why}")
+        return None, why
+
+
+def run_attack_files(G: Any, test: np.ndarray, space: str, source: dict, outdir: Path, s: AttackSettings, *,
+                     attrs: Sequence[str], boundary_files: Sequence[Path],
+                     center_of: Callable[[np.ndarray, str], tuple[np.ndarray, str]],
+                     covariance_of: Callable[[str], Any], render: Callable[[np.ndarray], np.ndarray],
+                     warn: Callable[[str], None] = log.warning, progress: Callable[..., Any] | None = None) -> dict:
+    """Attack ``test`` (latents ``[N, D]`` / ``[N, L, D]`` in ``space``) and write ``outdir``'s files.
+
+    ``center_of(directions, space)`` -> (centers, description) and ``covariance_of(space)`` -> the latent
+    covariance or None resolve ``--center`` and ``--decorrelate``; ``render``: latents -> uint8 images.
+    Returns the ``latentpriv.attack/1`` record, with ``files``: the paths written (no attack.png without
+    matplotlib: a warning says so).
+    """
+    from latentpriv.edit.boundaries import resolve_directions
+    from latentpriv.evaluate.attack import AttackData, run_attack
+    from latentpriv.evaluate.latents import sample_latents
+    from latentpriv.privacy.mechanisms import orthonormalize, split_basis
+
+    started = time.time()
+    seeds = seed_streams(s.seed)
+    train_space = "w" if space == "wp" else space
+    train = sample_latents(G, s.train_num or test.shape[0], train_space, int(seeds[1]))
+    if space == "wp":  # the adversaries' W+ training faces: W tiled over the layers, as the mapping gives them
+        train = np.repeat(train[:, None, :], test.shape[1], axis=1)
+    dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, model=s.model, space=train_space,
+                                      dim=test.shape[-1])
+    dirs = orthonormalize(dirs)
+    names = [b.attribute or b.name for b in bounds]
+    centers, center_mode = center_of(dirs, space)
+    covariance = covariance_of(train_space)
+    if s.mechanism == "seed" and covariance is not None:
+        if s.decorrelate:
+            raise ConfigError("--mechanism seed is the notebook's orthogonal step; drop --decorrelate")
+        covariance = None
+    release, train_release = _releases(s, dirs, centers, names, covariance, seeds)
+    networks, skipped_lpips = _networks(G, s.lpips, warn)
+    if s.mechanism == "seed":
+        warn("--mechanism seed gives NO differential-privacy guarantee: no bound to compare with")
+    if s.seed_noise:
+        warn(f"--seed-noise: the privacy noise is seeded ({s.seed}): these releases are NOT private "
+             "(fine for measuring an attack, never for publishing)")
+
+    data = AttackData(test=test, train=train, directions=dirs, centers=centers, attributes=names,
+                      split_basis=split_basis(dirs, covariance))
+    result = run_attack(data, epsilons=s.epsilons, release=release, train_release=train_release, render=render,
+                        networks=networks, faces=s.faces, seed=int(s.seed), progress=progress,
+                        face_workers=s.workers or len(os.sched_getaffinity(0)))
+    if skipped_lpips:
+        result["skipped"]["lpips"] = skipped_lpips
+    for key, why in result["skipped"].items():
+        warn(f"skipped {key}: {why}")
+    out = _record(G, s, result, space, source, centers, center_mode, covariance, bounds, started)
+    out["files"] = _write(outdir, out, result, warn)
+    return out
+
+
+def _record(G: Any, s: AttackSettings, result: dict, space: str, source: dict, centers: np.ndarray,
+            center_mode: str, covariance: Any, bounds: list, started: float) -> dict:
+    """The ``latentpriv.attack/1`` record (key order as attack.json has always had it)."""
+    return {
+        "format": FORMAT,
+        "model": s.model,
+        "attributes": result["attributes"],
+        "mechanism": s.mechanism,
+        "num": result["num"],
+        "results": result["results"],
+        "num_train": result["num_train"],
+        "generator": G.info(),
+        "space": space,
+        "source": source,
+        "epsilons": list(s.epsilons),
+        "delta": s.delta,
+        "clip_radius": s.clip_radius,
+        "centers": centers.tolist(),
+        "center_mode": center_mode,
+        "split": "oblique" if covariance is not None else "orthogonal",
+        "covariance": None if covariance is None else {
+            "model": getattr(covariance, "model", None), "num": getattr(covariance, "num", None),
+            "model_sha256": getattr(covariance, "model_sha256", None)},
+        "boundaries": [b.info() for b in bounds],
+        "seed": int(s.seed),
+        "noise": ({"sampler": "seeded numpy (--seed-noise)", "seeded": True,
+                   "note": "the privacy noise was seeded: these releases are NOT private; an attack measurement only"}
+                  if s.seed_noise else {"sampler": "OpenDP", "seeded": False}),
+        "release_private": (not s.seed_noise) and s.mechanism != "seed",
+        "train_noise": "seeded numpy: the adversaries' simulation of the release on their own faces",
+        "ledger": str(s.ledger_path) if s.ledger_path is not None else None,
+        "image_features": result["image_features"],
+        "faces_found_original": result["faces_found_original"],
+        "skipped": result["skipped"],
+        "releases": result["releases"],
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def _write(outdir: Path, out: dict, result: dict, warn: Callable[[str], None]) -> list[str]:
+    """attack.json, attack.csv and (with matplotlib) attack.png, atomically; the paths written."""
+    from latentpriv.evaluate.attack import attack_figure, csv_rows
+    from latentpriv.evaluate.plots import PLOT_INSTALL
+    from latentpriv.evaluate.report import write_csv
+    from latentpriv.io import atomic_write, write_json
+
+    paths = [outdir / name for name in OUTPUT_NAMES]
+    outdir.mkdir(parents=True, exist_ok=True)
+    write_json(paths[0], out)
+    write_csv(paths[1], csv_rows(result))
+    try:
+        png = attack_figure(out)
+    except ImportError:
+        warn(f"matplotlib is not installed: no attack.png ({PLOT_INSTALL})")
+        return [str(p) for p in paths[:2]]
+    with atomic_write(paths[2]) as fh:
+        fh.write(png)
+    return [str(p) for p in paths]
