@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for sampling (default cpu)")
     args = parser.parse_args(argv)
 
-    from latentpriv.cli.boundary import write_boundary
+    from latentpriv.edit.training_run import write_boundary
     from latentpriv.devices import resolve_device
     from latentpriv.edit.training import boundary_record, sample_and_score, train_boundary
     from latentpriv.faces.attributes import score_images

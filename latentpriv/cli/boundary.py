@@ -3,45 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import click
 
 from latentpriv.cli.options import with_threads
+from latentpriv.edit.training_run import scorer_for, write_boundary
 from latentpriv.errors import InputError
 
-log = logging.getLogger(__name__)
-
-#: boundary/attribute name -> scorer key of latentpriv.faces.attributes.score_images
-ATTRIBUTE_ALIASES = {"pose": "yaw"}
-
-
-def write_boundary(path: Path, boundary, record: dict) -> tuple[Path, Path]:
-    """Write ``boundary`` to ``path`` (.npy, atomically, exactly :func:`npy_bytes`) and ``record`` beside it
-    as ``<stem>.json``. Returns both paths."""
-    from latentpriv.edit.training import npy_bytes
-    from latentpriv.io import atomic_write, write_json
-
-    path = Path(path)
-    json_path = path.with_suffix(".json")
-    with atomic_write(path) as fh:
-        fh.write(npy_bytes(boundary))
-    write_json(json_path, record)
-    return path, json_path
-
-
-def scorer_for(attribute: str):
-    """``(score_key, description)`` of the landmark scorer behind ``attribute`` (``pose`` means ``yaw``)."""
-    from latentpriv.faces.attributes import ATTRIBUTES
-
-    key = ATTRIBUTE_ALIASES.get(attribute, attribute)
-    if key not in ATTRIBUTES:
-        raise InputError(
-            f"--attr {attribute}: no scorer for it; scorers: {', '.join(ATTRIBUTES)} (and 'pose' = yaw); "
-            "for other attributes pass --latents and --scores"
-        )
-    return key, f"latentpriv.faces.attributes.score_images['{key}'] (dlib 68-point landmarks)"
+__all__ = ["boundary", "scorer_for", "write_boundary"]
 
 
 @click.group("boundary")
@@ -92,71 +62,29 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
       latentpriv boundary train --model dcgan64 --attr smile --num 2000 --seed 0 -o boundaries/dcgan64_smile_boundary.npy
       latentpriv boundary train --latents z.npy --scores s.npy --attr age -o age_boundary.npy   # your own scores
     """
-    import numpy as np
-
-    from latentpriv.edit.training import boundary_record, train_boundary
-    from latentpriv.io import load_npy, save_npy
+    from latentpriv.edit import training_run
+    from latentpriv.outputs import check_outputs
 
     if output.suffix != ".npy":
         raise InputError(f"-o {output}: the boundary file must end in .npy")
     if (latents_file is None) != (scores_file is None):
         raise InputError("--latents and --scores go together; give both or neither")
     inputs = [p for p in (latents_file, scores_file) if p is not None]
-    from latentpriv.outputs import check_outputs
-
     check_outputs([output, output.with_suffix(".json")], overwrite=overwrite, inputs=inputs)
     if save_samples is not None:
         check_outputs([save_samples / "latents.npy"], overwrite=overwrite, inputs=inputs, option="--save-samples")
-
-    model_name = model_info = None
-    sampler_seed = None
     if latents_file is not None:
-        latents = load_npy(latents_file)
-        scores = load_npy(scores_file)
-        if latents.ndim != 2:
-            raise InputError(f"{latents_file}: latents have shape {latents.shape}, expected (N, D)")
-        if not np.issubdtype(scores.dtype, np.number):
-            raise InputError(f"{scores_file}: scores have dtype {scores.dtype}, expected numbers")
-        scorer = f"scores file {scores_file}"
-        model_name = model
-        space = space or "unknown"
-        num_used = int(latents.shape[0])
+        data = training_run.data_from_files(latents_file, scores_file, model=model, space=space)
+    elif model is None:
+        raise InputError("--model is required unless --latents/--scores are given (e.g. --model dcgan64)")
     else:
-        if model is None:
-            raise InputError("--model is required unless --latents/--scores are given (e.g. --model dcgan64)")
-        import torch
-
-        from latentpriv.devices import resolve_device
-        from latentpriv.edit.training import sample_and_score
-        from latentpriv.faces.attributes import score_images
-        from latentpriv.faces.models import require_dlib
-        from latentpriv.models.registry import load_generator
-
-        key, scorer = scorer_for(attribute)
-        require_dlib()
-        G = load_generator(model, device=resolve_device(device))
-        space = space or G.default_space
-        model_name, model_info = G.name, G.info()
         from tqdm.auto import tqdm
 
-        with tqdm(total=num, desc=f"sampling and scoring {G.name} (seed {seed})", unit="img", leave=False) as bar:
-            latents, all_scores = sample_and_score(G, score_images, num,
-                                                   generator=torch.Generator().manual_seed(seed),
-                                                   batch_size=batch_size, space=space, progress=bar.update)
-        scores = all_scores[key]
-        sampler_seed, num_used = seed, num
-        if save_samples is not None:
-            save_npy(save_samples / "latents.npy", latents)
-            for k, v in all_scores.items():
-                save_npy(save_samples / f"scores_{k}.npy", v)
-
-    result = train_boundary(latents, scores, rng=np.random.default_rng(seed), ratio=ratio, split_ratio=split_ratio,
-                            classifier=classifier, C=C)
-    record = boundary_record(result, name=output.stem, attribute=attribute, scorer=scorer, space=space,
-                             model=model_name, model_info=model_info, num=num_used, sampler_seed=sampler_seed,
-                             split_seed=seed, latents_source=str(latents_file) if latents_file else None,
-                             scores_source=str(scores_file) if scores_file else None)
-    npy, js = write_boundary(output, result.boundary, record)
+        data = training_run.data_from_model(model, attribute, num=num, seed=seed, space=space, batch_size=batch_size,
+                                            device=device, save_samples=save_samples,
+                                            progress=lambda **kw: tqdm(leave=False, **kw))
+    result, npy, js = training_run.train_to_file(data, output, attribute=attribute, seed=seed, ratio=ratio,
+                                                 split_ratio=split_ratio, classifier=classifier, C=C)
     click.echo(
         f"{attribute}: validation accuracy {result.val_accuracy:.3f} (train {result.train_accuracy:.3f}; "
         f"{result.num_valid}/{result.num_samples} valid scores, {result.chosen} per class)", err=True,
@@ -176,8 +104,9 @@ def list_cmd(as_json: bool) -> None:
       latentpriv boundary list --json
     """
     from latentpriv.edit.boundaries import list_boundaries
+    from latentpriv.edit.training_run import boundary_row
 
-    rows = [_row(b) for b in list_boundaries()]
+    rows = [boundary_row(b) for b in list_boundaries()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -194,18 +123,6 @@ def list_cmd(as_json: bool) -> None:
         else:
             where = r["source"] or ""
         click.echo(f"{r['name']:<{width}}  {str(r['space'] or '?'):<5}  {'yes' if r['present'] else 'no':<7}  {where}")
-
-
-def _row(b) -> dict:
-    """A boundary description (dataclass or dict from latentpriv.edit.boundaries) as a plain dict."""
-    import dataclasses
-
-    d = dataclasses.asdict(b) if dataclasses.is_dataclass(b) else dict(b)
-    return {
-        "name": d.get("name"), "space": d.get("space"), "present": bool(d.get("present")),
-        "path": str(d["path"]) if d.get("path") else None, "source": d.get("source"),
-        "model": d.get("model"), "attribute": d.get("attribute"),
-    }
 
 
 @boundary.command("covariance")
