@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import uuid
-import warnings
 from pathlib import Path
 
 import click
@@ -26,6 +25,7 @@ from latentpriv.cli.privatize import (
     warn,
 )
 from latentpriv.errors import ConfigError, InputError
+from latentpriv.privacy.coordinate_mechanisms import get_mechanism
 
 #: A sweep composing more than this epsilon on one face asks for --yes (or a --max-epsilon budget).
 CONFIRM_EPSILON = 10.0
@@ -92,16 +92,10 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
     """
     from latentpriv.edit.boundaries import resolve_directions
     from latentpriv.io import save_image, write_json
-    from latentpriv.privacy.ledger import Ledger, spend_from_calibration, total_of
-    from latentpriv.privacy.mechanisms import calibrate, clamp_only, privatize
+    from latentpriv.privacy.ledger import Ledger, total_of
+    from latentpriv.privacy.mechanisms import clamp_only
     from latentpriv.privacy.noise import make_noise_source
-    from latentpriv.privacy.release import (
-        SEEDED_REASON,
-        ReleaseParams,
-        check_ledger_path,
-        reserve_release,
-        warn_forced,
-    )
+    from latentpriv.privacy.release import ReleaseParams, accounted_release, check_ledger_path
 
     eps_list = parse_epsilons(epsilons, allow_inf=True)
     delta_v = validate_common(mechanism, delta, max_epsilon)
@@ -117,28 +111,27 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
     dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
                                       model=model, space=inp.space, dim=inp.latent.shape[-1])
     centers, center_mode = resolve_center(center_v, dirs, inp.space, G)
-    covariance = resolve_covariance(decorrelate if mechanism != "seed" else False, weights or model, inp.space,
-                                    device=device, warn_fn=warn)
+    covariance = resolve_covariance(decorrelate if get_mechanism(mechanism).dithered else False, weights or model,
+                                    inp.space, device=device, warn_fn=warn)
     noise = make_noise_source(seed)
     finite = [e for e in eps_list if math.isfinite(e)]
-    calibs = {e: calibrate(mechanism, epsilon=e, delta=delta_v, clip_radius=clip_radius, k=len(dirs),
-                           epsilon_split=split, noise_clip=noise_clip, grid_slack=noise.grid_slack())
-              for e in finite}
+    params = [ReleaseParams(mechanism=mechanism, epsilon=e, delta=delta_v, clip_radius=clip_radius,
+                            epsilon_split=split, noise_clip=noise_clip, layers=layer_idx, max_norm=max_norm)
+              for e in finite]
+    # validates the settings before any output; the release charges the same mechanisms' spends
+    planned = total_of("sweep", [p.spend(len(dirs), noise) for p in params for _ in range(samples)])
     record_path = output.with_suffix(".json")
     check_outputs([output, record_path], [input_path], overwrite)
-    if mechanism == "seed":
+    if not get_mechanism(mechanism).private:
         warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
     if seed is not None:
         warn(f"--seed {seed}: reproducible numpy noise, NOT for release")
 
     names = [b.attribute or b.name for b in bounds]
-    spends = [spend_from_calibration(calibs[e], unbounded=None if noise.for_release else SEEDED_REASON)
-              for e in finite for _ in range(samples)]
-    if spends:   # say what the grid costs before any draw; a large spend needs --yes or a budget
-        planned = total_of("sweep", spends)
+    if params:   # say what the grid costs before any draw; a large spend needs --yes or a budget
         cost = "unbounded (no guarantee)" if planned.epsilon is None else f"epsilon {planned.epsilon:.4g}" + (
             f", delta {planned.delta:.3g}" if planned.delta else "")
-        click.echo(f"sweep: {len(spends)} releases of this face ({samples} per finite epsilon), composed "
+        click.echo(f"sweep: {planned.releases} releases of this face ({samples} per finite epsilon), composed "
                    f"spend {cost}{' [seeded: not a private release]' if seed is not None else ''}", err=True)
         big = planned.epsilon is None or planned.epsilon > CONFIRM_EPSILON
         if noise.for_release and big and not yes and max_epsilon is None:
@@ -147,19 +140,18 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
     ledger = Ledger(ledger_path)
     check_ledger_path(ledger, inputs=[input_path], outputs=[output, record_path])
     release_id = uuid.uuid4().hex
-    rows: list[np.ndarray] = []
-    row_records = []
-    pending = None
-    if spends:   # every finite-epsilon sample is one release of the face: check and charge them (pending) first
-        params = ReleaseParams(mechanism=mechanism, epsilon=finite[0], delta=delta_v, clip_radius=clip_radius,
-                               epsilon_split=split, noise_clip=noise_clip, layers=layer_idx, max_norm=max_norm)
-        pending = reserve_release(ledger, inp.latent, dirs, params=params, spends=spends, center=centers, attributes=names,
-                              covariance=covariance, model=model, space=inp.space, subject=subject,
-                              max_epsilon=max_epsilon, force=force, command="sweep", output=output, label=label,
-                              info={"input_file": str(input_path), "output": str(output), "sweep": release_id},
-                              release_ids=[f"{release_id}-{i}" for i in range(len(spends))])
-        warn_forced(pending, max_epsilon, warn)
+    rel = None
+    if params:   # every finite-epsilon sample is one release of the face: one accounted release, charge pending
+        rel = accounted_release(inp.latent, dirs, params=params, repeats=samples, noise=noise, ledger=ledger,
+                                center=centers, attributes=names, max_epsilon=max_epsilon, force=force, warn=warn,
+                                covariance=covariance, model=model, space=inp.space, subject=subject, output=output,
+                                label=label, command="sweep", defer=True, release_id=release_id,
+                                ledger_info={"input_file": str(input_path), "output": str(output),
+                                             "sweep": release_id})
+    draws = iter(rel.draws if rel is not None else [])
     try:
+        rows: list[np.ndarray] = []
+        row_records = []
         for e in eps_list:
             if math.isinf(e):
                 lat = clamp_only(inp.latent, dirs, clip_radius=clip_radius, center=centers, layers=layer_idx,
@@ -167,15 +159,8 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
                 rows.append(np.repeat(lat, samples, axis=0))
                 row_records.append({"epsilon": None, "label": "inf (no noise: clamp only, not private)"})
                 continue
-            batch = np.repeat(inp.latent, samples, axis=0)  # each copy is one release of the same face
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = privatize(batch, dirs, epsilon=e, delta=delta_v, mechanism=mechanism, clip_radius=clip_radius,
-                                center=centers, noise=noise, epsilon_split=split, layers=layer_idx,
-                                noise_clip=noise_clip, attributes=names, covariance=covariance,
-                                max_norm=max_norm)
-            rows.append(res.latent)
-            rec = res.record
+            lat, rec = next(draws)
+            rows.append(lat)
             row_records.append({k: rec[k] for k in ("epsilon", "delta", "epsilon_per_direction", "noise",
                                                     "guarantee")})
         original = render_latents(G, inp.latent, inp.space)[0]
@@ -185,22 +170,23 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
                  + ("  [seeded: not for release]" if seed is not None else ""))
         grid = compose_grid(images, [_label(e, delta_v) for e in eps_list],
                             ["original", *[f"sample {i + 1}" for i in range(samples)]], cell=size, title=title)
-        sweep_total = total_of("sweep", spends)
+        spent = total_of("sweep", rel.spends if rel is not None else [])
         write_json(record_path, {
             "format": "latentpriv.sweep/1", "release_id": release_id, "input": str(input_path),
             "output": str(output), "mechanism": mechanism, "samples": samples,
             "epsilons": [None if math.isinf(e) else e for e in eps_list], "clip_radius": clip_radius,
             "centers": centers.tolist(), "center_mode": center_mode, "space": inp.space, "model": model,
             "boundaries": [b.info() for b in bounds], "conditions": list(conditions), "rows": row_records,
-            "releases": len(spends), "epsilon_spent": sweep_total.epsilon, "delta_spent": sweep_total.delta,
+            "releases": len(rel.spends) if rel is not None else 0, "epsilon_spent": spent.epsilon,
+            "delta_spent": spent.delta,
             "note": "the grid shows the original in its first column: it is a research picture, not a release",
             "sampler": noise.describe(), "generator": G.info(), "ledger": str(ledger.path),
         })
         save_image(output, grid)
     except BaseException:
-        if pending is not None:
-            ledger.cancel(pending)   # nothing was written: nothing is charged
+        if rel is not None:
+            rel.cancel()   # nothing was written: nothing is charged
         raise
-    if pending is not None:
-        ledger.commit(pending)
+    if rel is not None:
+        rel.commit()
     click.echo(str(output))

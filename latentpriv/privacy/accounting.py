@@ -32,6 +32,13 @@ import functools
 import math
 from numbers import Real
 
+# How a gaussian release's sigma was set (a record's noise.calibration, a dither's calibration):
+GAUSSIAN_DISCRETE_1D = ("CKS20 Thm 7 for the discrete Gaussian (one direction), tail sums bounded by integrals: "
+                        "a proven (epsilon, delta)")
+GAUSSIAN_DISCRETE_ZCDP = ("zCDP of the multivariate discrete Gaussian, converted by CKS20 Cor 13 (as OpenDP's "
+                          "make_zCDP_to_approxDP)")
+GAUSSIAN_CONTINUOUS = "analytic Gaussian mechanism, Balle & Wang 2018 (continuous noise)"
+
 __all__ = [
     "discrete_gaussian_delta",
     "discrete_gaussian_sigma",

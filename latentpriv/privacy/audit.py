@@ -185,9 +185,9 @@ def audit(mechanism: str, epsilon: float, delta: float = 0.0, *, clip_radius: fl
     flags = []
     if any(r.disjoint_atoms for r in results):
         flags.append("point masses that occur for one neighbour only (delta close to 1)")
-    if calib.guarantee == "none":
+    if not calib.private:
         flags.append("mechanism claims no guarantee (research notebook step)")
-    passed = lb <= calib.epsilon and calib.guarantee != "none"
+    passed = lb <= calib.epsilon and calib.private
     details = {"ratio_lb_to_epsilon": lb / calib.epsilon if math.isfinite(lb) else None,
                "guarantee": calib.guarantee}
     return AuditResult(mechanism, calib.epsilon, calib.delta, B, int(trials), confidence, lb, passed,

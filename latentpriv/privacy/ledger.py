@@ -144,6 +144,11 @@ def legacy_ledger_path() -> Path:
 # ------------------------------------------------------------------------------------------------ spends
 
 
+#: Why a face is unbounded after a release without a guarantee (the seed mechanism) or with seeded noise.
+SEED_UNBOUNDED = "the seed mechanism gives no guarantee"
+SEEDED_REASON = "a seeded release (--seed): the record keeps the seed, so the noise can be replayed; not private"
+
+
 @dataclass(frozen=True)
 class Spend:
     """What one release costs one face.
@@ -189,16 +194,16 @@ class Spend:
 
 
 def spend_from_calibration(calib: Any, *, unbounded: str | None = None) -> Spend:
-    """The :class:`Spend` of a :class:`~latentpriv.privacy.mechanisms.Calibration` (dither included)."""
-    d_eps = float(getattr(calib, "dither_epsilon", 0.0) or 0.0)
-    d_delta = float(getattr(calib, "dither_delta", 0.0) or 0.0)
-    if calib.guarantee == "none":
-        return Spend(calib.mechanism, None, min(float(calib.delta) + d_delta, 1.0 - 1e-16), None, d_eps, d_delta,
-                     unbounded or "the seed mechanism gives no guarantee")
-    delta = (float(calib.delta) if calib.guarantee == "approx-dp" else 0.0) + d_delta
-    eps = float(getattr(calib, "spend_epsilon", None) or float(calib.epsilon) + d_eps)
-    return Spend(calib.mechanism, eps, float(getattr(calib, "spend_delta", delta)), calib.rho, d_eps, d_delta,
-                 unbounded)
+    """The :class:`Spend` of a calibrated mechanism (dither included): its own privacy map,
+    :meth:`~latentpriv.privacy.coordinate_mechanisms.Mechanism.spend`."""
+    return calib.spend(unbounded=unbounded)
+
+
+def _registered(name: Any) -> Any:
+    """The mechanism class a record names (None: not one of :data:`~latentpriv.privacy.mechanisms.MECHANISMS`)."""
+    from latentpriv.privacy.coordinate_mechanisms import REGISTRY  # it imports this module
+
+    return REGISTRY.get(name) if isinstance(name, str) else None
 
 
 def spend_from_record(record: Mapping[str, Any]) -> Spend:
@@ -209,10 +214,11 @@ def spend_from_record(record: Mapping[str, Any]) -> Spend:
     d_delta = float(record.get("dither_delta") or 0.0)
     spend = record.get("spend")
     unbounded = None
-    if g == "none" or mech == "seed":
-        unbounded = "the seed mechanism gives no guarantee"
+    registered = _registered(mech)
+    if g == "none" or (registered is not None and registered.guarantee == "none"):
+        unbounded = SEED_UNBOUNDED
     elif record.get("for_release") is False:
-        unbounded = "a seeded release (--seed): the record keeps the seed, so the noise can be replayed; not private"
+        unbounded = SEEDED_REASON
     if isinstance(spend, Mapping):
         eps = spend.get("epsilon")
         rho = spend.get("rho")
@@ -249,13 +255,28 @@ class Profile:
         return cls(hashlib.sha256(canon.encode()).hexdigest()[:16], relation, description, dict(data))
 
 
+def release_profile(*, relation: str, directions_sha256: Sequence[str] | str | None, k: int | None,
+                    dim: int | None, split: Any = "orthogonal", attributes: Sequence[str] | None = None,
+                    covariance: str | None = None, layers: Sequence[int] | None = None) -> Profile:
+    """The :class:`Profile` of a release along directions (``directions_sha256``: each float64 row's sha256,
+    as a privatize record lists them), with the ``split`` and the ``relation`` of its mechanism
+    (``coordinate``, or ``label`` for ``rr``)."""
+    sha = directions_sha256
+    if isinstance(sha, (list, tuple)):
+        sha = hashlib.sha256("".join(sha).encode()).hexdigest()
+    data = {"directions_sha256": sha, "k": k, "dim": dim,
+            "split": split if isinstance(split, str) else json.dumps(split, sort_keys=True, default=str),
+            "covariance": covariance, "layers": None if layers is None else list(layers)}
+    names = attributes or [f"direction {i + 1}" for i in range(int(k or 0))]
+    desc = "+".join(str(n) for n in names)
+    desc += f" ({data['split']}{', layers ' + _layers_text(data['layers']) if layers is not None else ''}"
+    desc += ", label only)" if relation == "label" else ")"
+    return Profile.make(relation, data, desc)
+
+
 def profile_from_record(record: Mapping[str, Any]) -> Profile:
     """The :class:`Profile` of a privatize record (``latentpriv.privatize``)."""
     dirs = record.get("directions") or {}
-    sha = dirs.get("sha256_float64")
-    if isinstance(sha, (list, tuple)):
-        sha = hashlib.sha256("".join(sha).encode()).hexdigest()
-    split = record.get("split", "orthogonal")
     cov = record.get("covariance")
     cov_id = None
     if isinstance(cov, Mapping):
@@ -264,15 +285,11 @@ def profile_from_record(record: Mapping[str, Any]) -> Profile:
     layers = lat.get("edited_layers", lat.get("layers"))
     if not isinstance(layers, (list, tuple)):
         layers = None   # every layer of a W+ latent is released (a count, not a subset): W and W+ compose
-    relation = "label" if record.get("mechanism") == "rr" else "coordinate"
-    data = {"directions_sha256": sha, "k": dirs.get("count"), "dim": dirs.get("dim"),
-            "split": split if isinstance(split, str) else json.dumps(split, sort_keys=True, default=str),
-            "covariance": cov_id, "layers": layers}
-    names = dirs.get("attributes") or [f"direction {i + 1}" for i in range(int(dirs.get("count") or 0))]
-    desc = "+".join(str(n) for n in names)
-    desc += f" ({data['split']}{', layers ' + _layers_text(layers) if layers is not None else ''}"
-    desc += ", label only)" if relation == "label" else ")"
-    return Profile.make(relation, data, desc)
+    mech = _registered(record.get("mechanism"))
+    return release_profile(relation="coordinate" if mech is None else mech.relation,
+                           directions_sha256=dirs.get("sha256_float64"), k=dirs.get("count"), dim=dirs.get("dim"),
+                           split=record.get("split", "orthogonal"), attributes=dirs.get("attributes"),
+                           covariance=cov_id, layers=layers)
 
 
 def _layers_text(layers: Sequence[int] | int) -> str:

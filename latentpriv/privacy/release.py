@@ -34,20 +34,26 @@ import numpy as np
 
 from latentpriv.errors import InputError
 from latentpriv.privacy.ledger import (
+    SEEDED_REASON,
     Ledger,
     Profile,
     Reservation,
     Spend,
     Total,
     npy_sha256,
-    profile_from_record,
-    spend_from_calibration,
-    spend_from_record,
+    release_profile,
 )
-from latentpriv.privacy.mechanisms import DEFAULT_MAX_NORM, Calibration, calibrate, privatize
-from latentpriv.privacy.noise import NoiseSource
-
-SEEDED_REASON = "a seeded release (--seed): the record keeps the seed, so the noise can be replayed; not private"
+from latentpriv.privacy.mechanisms import (
+    DEFAULT_MAX_NORM,
+    Mechanism,
+    PreparedRelease,
+    calibrate,
+    direction_hashes,
+    orthonormalize,
+    prepare_release,
+    privatize,
+)
+from latentpriv.privacy.noise import NoiseSource, SeededNoise
 
 
 @dataclass(frozen=True)
@@ -63,16 +69,22 @@ class ReleaseParams:
     layers: Sequence[int] | None = None
     max_norm: float = DEFAULT_MAX_NORM    # the largest record norm the float-level guarantee covers
 
-    def calibration(self, k: int, noise: NoiseSource) -> Calibration:
-        """Calibrate for ``k`` directions and ``noise``'s grid (its slack widens the noise scale)."""
+    def calibration(self, k: int, noise: NoiseSource) -> Mechanism:
+        """The mechanism calibrated for ``k`` directions and ``noise``'s grid (its slack widens the noise
+        scale): its spend, guarantee and release are this one object's."""
         return calibrate(self.mechanism, epsilon=self.epsilon, delta=self.delta, clip_radius=self.clip_radius, k=k,
                          epsilon_split=self.epsilon_split, noise_clip=self.noise_clip,
                          grid_slack=noise.grid_slack())
 
     def spend(self, k: int, noise: NoiseSource) -> Spend:
         """What one release costs each face (a seeded release: unbounded)."""
-        return spend_from_calibration(self.calibration(k, noise),
-                                      unbounded=None if noise.for_release else SEEDED_REASON)
+        return release_spend(self.calibration(k, noise), noise)
+
+    def prepare(self, latent: np.ndarray, directions: Any, *, mech: Mechanism, center: Any,
+                attributes: Sequence[str] | None = None, covariance: Any = None) -> PreparedRelease:
+        """:func:`~latentpriv.privacy.mechanisms.prepare_release` with these settings (nothing drawn)."""
+        return prepare_release(mech, latent, directions, center=center, layers=self.layers,
+                               attributes=attributes or None, covariance=covariance, max_norm=self.max_norm)
 
     def privatize(self, latent: np.ndarray, directions: np.ndarray, *, center: Any, noise: NoiseSource | None = None,
                   seed: int | None = None, attributes: Sequence[str] | None = None, covariance: Any = None) -> Any:
@@ -87,20 +99,39 @@ class ReleaseParams:
 
     def profile(self, latent: np.ndarray, directions: np.ndarray, *, center: Any,
                 attributes: Sequence[str] | None = None, covariance: Any = None) -> Profile:
-        """The protection profile a release of ``latent`` will have, known before any private draw (a
-        seeded dry run on a zero latent of the same layout gives the record's directions, split and layers)."""
-        arr = np.asarray(latent)
-        dummy = np.zeros_like(arr[:1] if arr.ndim >= 2 else arr, dtype=np.float32)
-        rec = self.privatize(dummy, directions, center=center, seed=0, attributes=attributes,
-                             covariance=covariance).record
-        return profile_from_record(rec)
+        """The protection profile a release of ``latent`` will have, from the settings and the directions
+        (nothing is drawn)."""
+        noise = SeededNoise(0)   # only its grid matters to the calibration; the profile does not depend on it
+        mech = self.calibration(direction_count(directions), noise)
+        return prepared_profile(self.prepare(latent, directions, mech=mech, center=center, attributes=attributes,
+                                             covariance=covariance))
+
+
+def release_spend(mech: Mechanism, noise: NoiseSource) -> Spend:
+    """The ledger charge of one release by ``mech`` with ``noise``: the mechanism's own spend, unbounded when
+    the noise is seeded (:data:`~latentpriv.privacy.ledger.SEEDED_REASON`)."""
+    return mech.spend(unbounded=None if noise.for_release else SEEDED_REASON)
+
+
+def direction_count(directions: Any) -> int:
+    """k: the number of directions a release along ``directions`` protects (after re-orthonormalisation)."""
+    return len(orthonormalize(directions))
+
+
+def prepared_profile(plan: PreparedRelease) -> Profile:
+    """The protection profile of a prepared release: its directions (float64 sha256), split and relation
+    (the same :func:`~latentpriv.privacy.ledger.profile_from_record` reads back from its record)."""
+    k, dim = plan.dirs.shape
+    return release_profile(relation=plan.mech.relation, directions_sha256=direction_hashes(plan.dirs), k=k,
+                           dim=dim, split=plan.split, attributes=plan.attributes)
 
 
 @dataclass
 class Release:
     """``latent``: released latent, the input's shape. ``record``: the JSON record (with ``release_id``).
     ``keys``: each row's face (hex of its primary key), in order. ``totals``: each face's composed spend
-    after this release. With ``defer=True`` the charge is still pending: call :meth:`commit` once the output
+    after this release. ``release_id``: the record's id; ``draws``: every release's ``(latent, record)`` (several
+    with several settings: a sweep); ``spends``: what each release charged each face. With ``defer=True`` the charge is still pending: call :meth:`commit` once the output
     is on disk, :meth:`cancel` if writing it failed."""
 
     latent: np.ndarray
@@ -109,6 +140,9 @@ class Release:
     totals: dict[str, Total]
     ledger: Ledger | None = field(default=None, repr=False)
     reservation: Reservation | None = field(default=None, repr=False)
+    release_id: str | None = None
+    draws: list[tuple[np.ndarray, dict[str, Any]]] = field(default_factory=list, repr=False)
+    spends: list[Spend] = field(default_factory=list)
 
     @property
     def worst_epsilon(self) -> float | None:
@@ -177,16 +211,15 @@ def key_family(model: str | None, space: str | None) -> tuple[str, str]:
     return f"{model or 'custom'}:{fam}", fam
 
 
-def reserve_release(ledger: Ledger, latent: np.ndarray, directions: np.ndarray, *, params: ReleaseParams,
-                    spends: Spend | Sequence[Spend], center: Any = 0.0, attributes: Sequence[str] = (),
-                    covariance: Any = None, model: str | None = None, space: str | None = None,
-                    subject: str | None = None, max_epsilon: float | None = None, force: bool = False,
-                    command: str = "privatize", output: str | os.PathLike | None = None, label: str | None = None,
-                    info: Mapping[str, Any] | None = None, release_ids: Sequence[str] | None = None) -> Reservation:
-    """Key the faces of ``latent``, work out the release's protection profile and file pending charges
+def reserve_release(ledger: Ledger, latent: np.ndarray, directions: np.ndarray, *, profile: Profile,
+                    spends: Spend | Sequence[Spend], attributes: Sequence[str] = (), model: str | None = None,
+                    space: str | None = None, subject: str | None = None, max_epsilon: float | None = None,
+                    force: bool = False, command: str = "privatize", output: str | os.PathLike | None = None,
+                    label: str | None = None, info: Mapping[str, Any] | None = None,
+                    release_ids: Sequence[str] | None = None) -> Reservation:
+    """Key the faces of ``latent`` and file pending charges of ``spends`` under ``profile``
     (:meth:`Ledger.reserve`: budget check and charge in one transaction)."""
     arr = np.asarray(latent)
-    profile = params.profile(arr, directions, center=center, attributes=attributes, covariance=covariance)
     family, fam = key_family(model, space)
     public = [*registered_directions(model or "custom", fam, int(arr.shape[-1])),
               *np.asarray(directions, dtype=np.float64).reshape(-1, arr.shape[-1])]
@@ -209,7 +242,8 @@ def warn_forced(res: Reservation, max_epsilon: float | None, warn: Callable[[str
     warn(msg) if warn is not None else warnings.warn(msg, stacklevel=3)
 
 
-def accounted_release(latent: np.ndarray, directions: np.ndarray, *, params: ReleaseParams, noise: NoiseSource,
+def accounted_release(latent: np.ndarray, directions: np.ndarray, *,
+                      params: ReleaseParams | Sequence[ReleaseParams], noise: NoiseSource,
                       ledger: Ledger, center: Any = 0.0, attributes: Sequence[str] = (),
                       max_epsilon: float | None = None, force: bool = False,
                       record_info: Mapping[str, Any] | None = None, ledger_info: Mapping[str, Any] | None = None,
@@ -217,59 +251,86 @@ def accounted_release(latent: np.ndarray, directions: np.ndarray, *, params: Rel
                       warn: Callable[[str], None] | None = None, covariance: Any = None,
                       model: str | None = None, space: str | None = None, subject: str | None = None,
                       output: str | os.PathLike | None = None, output_shape: Sequence[int] | None = None,
-                      label: str | None = None, command: str = "privatize", defer: bool = False) -> Release:
+                      label: str | None = None, command: str = "privatize", defer: bool = False,
+                      repeats: int = 1, release_id: str | None = None) -> Release:
     """Release ``latent`` along ``directions`` and account for it in ``ledger`` (module docstring: the order).
+
+    Each release's spend is derived once, from its calibrated mechanism: the ledger is charged
+    ``mechanism.spend()`` and the same object draws the release and writes the record's ``spend``.
 
     Args:
         latent: float ``(D,)``, ``(N, D)`` or W+ ``(N, L, D)``; each row (first axis) is one face.
-        directions: ``[k, D]`` rows (re-orthonormalised by :func:`privatize`).
-        params: mechanism settings; ``noise``: the noise source (OpenDP unless the user asked for a seed;
-            a seeded release makes the face unbounded).
+        directions: ``[k, D]`` rows (re-orthonormalised as :func:`privatize` does).
+        params: mechanism settings; several (a sweep): one release per entry and per ``repeats``, every one
+            charged to each face in one ledger transaction (release ids ``ID-0``, ``ID-1``, ...).
+        noise: the noise source (OpenDP unless the user asked for a seed; a seeded release makes the face
+            unbounded).
         ledger: the ledger; ``max_epsilon``: refuse (before any draw) if a face's total would exceed it;
             ``force``: release anyway, with a warning and ``forced`` in the ledger.
         center: the clamp centre, a number or ``k`` numbers.
         attributes: names of the directions (record, ledger, profile description).
         record_info / ledger_info: extra fields for the record / the ledger's release row.
         commit: ``commit(released_latent, record)``: the caller's atomic writes; the charge is committed
-            after it returns and cancelled if it raises.
+            after it returns and cancelled if it raises (one ``params`` only; several: use ``defer``).
         warn: where warnings go (the ``--force`` overshoot); None: :func:`warnings.warn`.
         covariance: the model's latent covariance for the oblique split, or None (orthogonal split).
         model, space: the model and latent space (``z``, ``w``, ``wp``): the face key's family.
         subject: key the faces by this person id (``--subject``) instead of by their latents.
-        output: the released ``.npy`` file: its folder is probed before anything is charged and the sha256 of
-            ``released.reshape(output_shape)`` (as :func:`latentpriv.io.save_npy` writes it) is recorded with
-            the pending charge, so a crash after the write still commits it.
+        output: the released ``.npy`` file (one ``params``): its folder is probed before anything is charged
+            and the sha256 of ``released.reshape(output_shape)`` (as :func:`latentpriv.io.save_npy` writes it)
+            is recorded with the pending charge, so a crash after the write still commits it. With several
+            ``params`` (a picture of them): recorded in the ledger, no sha256.
         label: free text shown by ``latentpriv ledger show``.
         defer: leave the charge pending (the caller writes later, then calls :meth:`Release.commit`).
+        repeats: independent releases of every face per ``params`` (rows ``i * repeats + j``).
+        release_id: the record's ``release_id`` (default: a new random one).
+
+    Returns:
+        :class:`Release`; with several ``params``, ``Release.draws`` holds each one's ``(latent, record)``
+        and ``latent``/``record`` are the first's.
 
     Raises:
         PrivacyBudgetError: a face would exceed ``max_epsilon`` (nothing drawn, written or charged).
         InputError: the output folder is not writable, or writing failed (nothing charged).
+        ConfigError: invalid settings (nothing charged).
     """
     arr = np.asarray(latent)
     attributes = list(attributes)
+    several = not isinstance(params, ReleaseParams)
+    plist = list(params) if several else [params]
+    if not plist or (several and commit is not None):
+        raise ValueError("accounted_release: give at least one ReleaseParams; several take defer=True, not commit")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats = {repeats!r} must be an integer >= 1")
     if output is not None:
         probe_writable(Path(output).parent)
-    spend = params.spend(len(directions), noise)
-    release_id = uuid.uuid4().hex
-    res = reserve_release(ledger, arr, directions, params=params, spends=spend, center=center, attributes=attributes,
-                          covariance=covariance, model=model, space=space, subject=subject, max_epsilon=max_epsilon,
+    k = direction_count(directions)
+    mechs = [p.calibration(k, noise) for p in plist]
+    drawn = arr if repeats == 1 else np.repeat(arr, repeats, axis=0)   # each copy is one release of the face
+    plans = [p.prepare(drawn, directions, mech=m, center=center, attributes=attributes, covariance=covariance)
+             for p, m in zip(plist, mechs, strict=True)]
+    spends = [release_spend(m, noise) for m in mechs for _ in range(repeats)]   # the only derivation
+    release_id = release_id or uuid.uuid4().hex
+    ids = [f"{release_id}-{i}" for i in range(len(spends))] if several or repeats > 1 else [release_id]
+    res = reserve_release(ledger, arr, directions, profile=prepared_profile(plans[0]), spends=spends,
+                          attributes=attributes, model=model, space=space, subject=subject, max_epsilon=max_epsilon,
                           force=force, command=command, output=output, label=label, info=ledger_info,
-                          release_ids=[release_id])
+                          release_ids=ids)
     try:
         warn_forced(res, max_epsilon, warn)
-        result = params.privatize(arr, directions, center=center, noise=noise, attributes=attributes,
-                                  covariance=covariance)
-        record = dict(result.record)
-        if not spend_from_record(record).matches(spend) and noise.for_release:  # pragma: no cover - consistency
-            raise RuntimeError("internal error: the record's spend differs from the calibrated one")
-        if profile_from_record(record).id != res.profile:  # pragma: no cover - consistency
-            raise RuntimeError("internal error: the record's protection profile differs from the one charged")
-        record["release_id"] = release_id
-        record.update(record_info or {})
-        record["ledger"] = str(ledger.path)
-        released = np.asarray(result.latent)
-        if output is not None:
+        draws = []
+        for plan in plans:
+            with warnings.catch_warnings():
+                # the seed mechanism's warning is the caller's to give, once per run, not once per release
+                warnings.simplefilter("ignore")
+                result = plan.draw(noise)
+            record = dict(result.record)
+            record["release_id"] = release_id
+            record.update(record_info or {})
+            record["ledger"] = str(ledger.path)
+            draws.append((np.asarray(result.latent), record))
+        released, record = draws[0]
+        if output is not None and not several:
             shape = tuple(output_shape) if output_shape is not None else released.shape
             ledger.set_output(res, output, npy_sha256(released.reshape(shape)))
         if commit is not None:
@@ -282,7 +343,7 @@ def accounted_release(latent: np.ndarray, directions: np.ndarray, *, params: Rel
         ledger.cancel(res)
         raise
     rel = Release(latent=released, record=record, keys=[f.primary.hex() for f in res.faces], totals=res.totals,
-                  ledger=ledger, reservation=res)
+                  ledger=ledger, reservation=res, release_id=release_id, draws=draws, spends=spends)
     if not defer:
         ledger.commit(res)
     return rel
