@@ -27,14 +27,6 @@ def ledger() -> None:
     """
 
 
-def _face_report(t, releases: list[dict]) -> dict:
-    files = sorted({str(r["info"].get("input_file")) for r in releases if r["info"].get("input_file")})
-    outputs = sorted({str(r["output"] or r["info"].get("output")) for r in releases
-                      if r["output"] or r["info"].get("output")})
-    return {**t.as_dict(), "labels": sorted({r["label"] for r in releases if r["label"]}), "input_files": files,
-            "outputs": outputs, "forced_releases": sum(1 for r in releases if r["forced"])}
-
-
 @ledger.command("show")
 @click.argument("input_path", metavar="[INPUT]", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @_ledger_option
@@ -53,32 +45,17 @@ def show(input_path: Path | None, ledger_path: Path | None, space: str | None, m
       latentpriv ledger show
       latentpriv ledger show z.npy --model dcgan64 --space z
     """
-    import numpy as np
-
     from latentpriv.privacy.ledger import Ledger
-    from latentpriv.privacy.release import key_family
+    from latentpriv.privacy.ledger_report import face_reports
 
     led = Ledger(ledger_path)
-    reports = []
-    if led.path.exists():
-        if input_path is not None or subject is not None:
-            from latentpriv.cli.privatize import load_latent_input
+    latent = sp = None
+    if input_path is not None and led.path.exists():
+        from latentpriv.cli.privatize import load_latent_input
 
-            if input_path is not None:
-                inp = load_latent_input(input_path, space=space, model=model)
-                lat, sp = inp.latent, inp.space
-            else:
-                lat, sp = np.zeros((1, 1), np.float32), "w"
-            keys, _ = led.keys_for(lat, family=key_family(model, sp)[0], space=sp, subject=subject)
-            for f in keys:
-                charges = led.charges(f.lookup)
-                t = led.totals_for([f])[f.primary.hex()]
-                reports.append(_face_report(t, led.releases([c.charge_id for c in charges])))
-        else:
-            for t, charge_ids in led.face_groups():
-                reports.append(_face_report(t, led.releases(charge_ids)))
-    if label is not None:
-        reports = [r for r in reports if label in r["labels"]]
+        inp = load_latent_input(input_path, space=space, model=model)
+        latent, sp = inp.latent, inp.space
+    reports = face_reports(led, latent=latent, space=sp, model=model, subject=subject, label=label)
     if as_json:
         click.echo(json.dumps({"ledger": str(led.path), "faces": reports}, indent=2))
         return
