@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from latentpriv.privacy.coordinate_mechanisms import MECHANISMS, validate_params
+
 
 def cli_reader(x: np.ndarray, space: str) -> np.ndarray:
     """``x`` as ``latentpriv privatize FILE --space SPACE`` reads it from a file and hands it to the release."""
@@ -56,7 +58,7 @@ def _artifact(epsilon: float | None, trials: int | None, lattice_trials: int | N
 
 @click.command("audit")
 @click.argument("mode", type=click.Choice(["mechanism", "artifact"]), default="mechanism", required=False)
-@click.option("--mechanism", type=click.Choice(["laplace", "gaussian", "rr", "seed"]), default="laplace",
+@click.option("--mechanism", type=click.Choice(MECHANISMS), default=MECHANISMS[0],
               show_default=True)
 @click.option("--epsilon", type=float, default=None, help="Claimed epsilon (one direction; artifact: default 1).")
 @click.option("--delta", type=float, default=None, help="Claimed delta (gaussian/seed).")
@@ -99,7 +101,7 @@ def audit(mode: str, mechanism: str, epsilon: float | None, delta: float | None,
       latentpriv audit artifact --quick                   # the saved files: a smoke test
     """
     if mode == "artifact":
-        if mechanism != "laplace" or delta is not None or clip_radius != 3.0 or noise_clip != 1.0 or seed is not None:
+        if mechanism != MECHANISMS[0] or delta is not None or clip_radius != 3.0 or noise_clip != 1.0 or seed is not None:
             raise click.UsageError("audit artifact runs a fixed search of releases with OpenDP noise (laplace and "
                                    "gaussian pairs, B = 3); --mechanism/--delta/--clip-radius/--noise-clip/--seed "
                                    "do not apply")
@@ -110,13 +112,12 @@ def audit(mode: str, mechanism: str, epsilon: float | None, delta: float | None,
         return
     if quick or lattice_trials is not None or output is not None:
         raise click.UsageError("--quick, --lattice-trials and -o apply to `latentpriv audit artifact`")
-    from latentpriv.cli.privatize import validate_common
     from latentpriv.privacy.audit import audit as run_audit
 
     if epsilon is None:
         raise click.UsageError("Missing option '--epsilon' (the claimed epsilon).")
     trials = trials or 100_000
-    d = validate_common(mechanism, delta, None)
+    d = validate_params(mechanism, delta)
     result = run_audit(mechanism, epsilon, d, clip_radius=clip_radius, noise_clip=noise_clip, trials=trials,
                        confidence=confidence, seed=seed)
     if as_json:

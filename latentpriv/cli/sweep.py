@@ -21,11 +21,10 @@ from latentpriv.cli.privatize import (
     render_latents,
     resolve_center,
     resolve_covariance,
-    validate_common,
     warn,
 )
 from latentpriv.errors import ConfigError, InputError
-from latentpriv.privacy.coordinate_mechanisms import get_mechanism
+from latentpriv.privacy.coordinate_mechanisms import get_mechanism, validate_params
 
 #: A sweep composing more than this epsilon on one face asks for --yes (or a --max-epsilon budget).
 CONFIRM_EPSILON = 10.0
@@ -98,7 +97,7 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
     from latentpriv.privacy.release import ReleaseParams, accounted_release, check_ledger_path
 
     eps_list = parse_epsilons(epsilons, allow_inf=True)
-    delta_v = validate_common(mechanism, delta, max_epsilon)
+    delta_v = validate_params(mechanism, delta, max_epsilon=max_epsilon)
     center_v = parse_center(center)
     layer_idx = parse_layers(layers)
     split = parse_split(epsilon_split)
