@@ -65,8 +65,19 @@ class TinyGenerator(nn.Module):
         x = torch.einsum("nld,ldp->np", wp, self.basis)
         return torch.tanh(x).view(-1, 3, 16, 16)
 
+    @property
+    def device(self):
+        return self.map.device
+
     def sample_z(self, n, generator):
-        return torch.randn(n, self.z_dim, generator=generator)
+        return torch.randn(n, self.z_dim, generator=generator, device=generator.device).to(self.device)
+
+    @staticmethod
+    def to_uint8(images):
+        return ((images.detach().clamp(-1, 1) + 1) * 127.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def info(self):
+        return {"name": self.name, "family": "tiny", "resolution": self.resolution, "weights": None, "sha256": None}
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +272,10 @@ def test_schedule_and_colour_term():
     red = torch.zeros(1, 3, 4, 4)
     red[:, 0] = 1.0
     assert float(color_term(red)) == pytest.approx(2.0)  # (R-G)^2 + (R-B)^2 = 1 + 1, (G-B)^2 = 0
+
+
+def test_tiny_generator_implements_the_contract(G):
+    from latentpriv.models.protocol import Generator, check_generator
+
+    assert isinstance(G, Generator)
+    check_generator(G)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -47,6 +47,9 @@ from latentpriv.inversion.perceptual import (
     psnr,
     resize,
 )
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 PRESETS = {"default": "invert.yaml", "seed": "invert_seed.yaml"}
 TERMS = ("vgg", "lpips", "pixel", "color", "prior")
@@ -328,29 +331,40 @@ def _check_targets(targets: Tensor | Sequence[Tensor]) -> list[Tensor]:
     return out
 
 
-def _resolve_space(G: Any, space: str) -> str:
-    spaces = tuple(getattr(G, "latent_spaces", ("z", "w", "wp")))
-    space = getattr(G, "default_space", "w") if space == "auto" else space
+def resolve_space(G: Generator, space: str) -> str:
+    """``config.space`` -> the space to optimise (``auto``: the model's default); a space it lacks is a ConfigError."""
+    spaces = tuple(G.latent_spaces)
+    space = G.default_space if space == "auto" else space
     if space not in spaces:
-        raise ConfigError(f"space {space!r} is not available for model {getattr(G, 'name', '?')!r} "
-                          f"(it has {', '.join(spaces)})")
+        raise ConfigError(f"space {space!r} is not available for model {G.name!r} (it has {', '.join(spaces)})")
     return space
 
 
-def _model_device(G: Any) -> torch.device | None:
-    params = getattr(G, "parameters", None)
-    if params is None:
-        return None
-    for p in params():
-        return p.device
-    return None
+def resolve_init(G: Generator, space: str, init: str) -> str:
+    """``config.init`` -> ``mean`` or ``random`` (``auto``: mean where the model has a W space with ``w_avg``).
+
+    Raises ConfigError for ``init: mean`` in Z or on a model without ``w_avg``.
+    """
+    has_mean = space != "z" and G.w_avg is not None
+    if init == "auto":
+        return "mean" if has_mean else "random"
+    if init == "mean" and not has_mean:
+        raise ConfigError(f"init: mean needs a W space with w_avg; model {G.name!r} in space "
+                          f"{space!r}: use init: random")
+    return init
+
+
+def _check_device(G: Generator, device: torch.device) -> None:
+    gdev = G.device
+    if gdev != device and not (gdev.type == device.type == "cuda" and device.index is None):
+        raise InputError(f"invert: the generator is on {gdev} but device={device}; move it with G.to(device)")
 
 
 class _Frozen:
-    """Context: the generator's parameters do not require grad (restored afterwards)."""
+    """Context: the module's parameters do not require grad (restored afterwards)."""
 
-    def __init__(self, G: Any) -> None:
-        self.params = list(G.parameters()) if hasattr(G, "parameters") else []
+    def __init__(self, module: Any) -> None:
+        self.params = list(module.parameters()) if hasattr(module, "parameters") else []
 
     def __enter__(self) -> None:
         self.flags = [p.requires_grad for p in self.params]
@@ -362,17 +376,209 @@ class _Frozen:
             p.requires_grad_(f)
 
 
+# ------------------------------------------------------------------------------------------ phases
+
+
+@dataclass
+class _Targets:
+    """The targets as the loss sees them: ``full [N, 3, R, R]`` at the generator's resolution (pixel term,
+    metrics) and ``features`` (detached VGG taps at the loss's input size; empty without a VGG/LPIPS term)."""
+
+    full: Tensor
+    features: list[Tensor]
+
+
+def _perceptual_loss(lc: LossConfig, networks: PerceptualNetworks, res: int) -> PerceptualLoss:
+    """The VGG/LPIPS part of the loss at its input size (``loss.resize``; ``no_upscale`` caps it at ``res``)."""
+    vsize = lc.resize.size or res
+    if lc.resize.no_upscale:
+        vsize = min(vsize, res)
+    return PerceptualLoss(networks, taps=lc.vgg.taps, tap_weights=lc.vgg.tap_weights, vgg_weight=lc.vgg.weight,
+                          lpips_weight=lc.lpips_weight, size=vsize, mode=lc.resize.mode,
+                          antialias=lc.resize.antialias)
+
+
+def _prepare_targets(items: list[Tensor], res: int, lc: LossConfig, ploss: PerceptualLoss,
+                     device: torch.device) -> _Targets:
+    """Phase 1, targets: resized once, their VGG features computed once (``target: pil`` as the research code)."""
+    full = torch.cat([resize(t[None].to(device), res, "bilinear", True) for t in items])
+    features: list[Tensor] = []
+    if ploss.active:
+        vsize = ploss.size
+        with torch.no_grad():
+            if lc.resize.target == "pil":
+                tv = torch.cat([pil_resize(t[None], vsize) for t in items]).to(device)
+            else:
+                tv = torch.cat([resize(t[None].to(device), vsize, lc.resize.mode, lc.resize.antialias)
+                                for t in items])
+            features = [f.detach() for f in ploss.features(tv, already_resized=True)]
+    return _Targets(full, features)
+
+
+def _initial_latent(G: Generator, space: str, init: str, w_avg: Tensor | None, n: int,
+                    generator: torch.Generator, device: torch.device) -> Tensor:
+    """Phase 2, initial latent ``[n, ...]`` (leaf, requires grad): one draw (``init: random``) or ``w_avg``,
+    broadcast, so every image starts at the same point whatever the batch."""
+    with torch.no_grad():
+        if init == "random":
+            z0 = torch.randn((1, int(G.z_dim)), generator=generator, device=generator.device).to(device)
+            start = z0 if space == "z" else G.mapping(z0).float()
+        else:
+            start = w_avg[None]  # type: ignore[index]
+        if space == "wp":
+            start = start[:, None, :].expand(1, int(G.num_layers), start.shape[-1])
+    return start.expand(n, *start.shape[1:]).clone().contiguous().requires_grad_(True)
+
+
+def _latent_std(G: Generator, space: str, w_avg: Tensor | None, cfg: NoiseRampConfig,
+                generator: torch.Generator, device: torch.device) -> float:
+    """Scale of the noise ramp: sqrt(E|w - w_avg|^2) over ``cfg.samples`` mapped z (sqrt(z_dim) in Z); 0 if off."""
+    if cfg.strength <= 0:
+        return 0.0
+    z_dim = int(G.z_dim)
+    if space == "z" or w_avg is None:
+        return math.sqrt(z_dim)
+    with torch.no_grad():
+        zs = torch.randn((cfg.samples, z_dim), generator=generator, device=generator.device).to(device)
+        ws = torch.cat([G.mapping(c).float() for c in zs.split(4096)])
+        return float(((ws - w_avg).pow(2).sum() / ws.shape[0]).sqrt())
+
+
+@dataclass
+class _LossTerms:
+    """Phase 3, the loss: renders a latent and returns ``(total [N], {term: [N]}, x01)`` (see the module doc)."""
+
+    G: Generator
+    space: str
+    truncation: dict[str, Any]
+    loss: LossConfig
+    ploss: PerceptualLoss
+    targets: _Targets
+    w_prior: Tensor | None
+    weights: dict[str, float]
+    amp: Any
+
+    @property
+    def active(self) -> list[str]:
+        return [k for k in TERMS if self.weights[k] > 0]
+
+    def __call__(self, lat_in: Tensor, latent: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """``lat_in``: the latent rendered (noisy during the ramp); ``latent``: the one the prior sees."""
+        with self.amp:
+            x = self.G.synthesize(lat_in, self.space, **self.truncation)
+            x01 = (x.float() + 1.0) / 2.0
+            if self.loss.clamp_images:
+                x01 = x01.clamp(0, 1)
+            terms: dict[str, Tensor] = {}
+            if self.ploss.active:
+                terms.update({k: v.float() for k, v in self.ploss(x01, self.targets.features).items()})
+        if self.weights["pixel"]:
+            terms["pixel"] = (x01 - self.targets.full).pow(2).flatten(1).mean(1)
+        if self.weights["color"]:
+            terms["color"] = color_term(x01)
+        if self.weights["prior"]:
+            terms["prior"] = prior_term(latent, self.space, self.w_prior)
+        total = sum(self.weights[k] * terms[k] for k in self.active)
+        assert isinstance(total, Tensor)
+        return total, terms, x01
+
+
+def _loss_terms(G: Generator, space: str, config: InversionConfig, ploss: PerceptualLoss, targets: _Targets,
+                w_avg: Tensor | None, amp: Any) -> _LossTerms:
+    lc = config.loss
+    prior_w = lc.z_prior_weight if space == "z" and lc.z_prior_weight is not None else lc.prior_weight
+    weights = {"vgg": lc.vgg.weight, "lpips": lc.lpips_weight, "pixel": lc.pixel_weight,
+               "color": lc.color_weight, "prior": prior_w}
+    truncation = {} if config.truncation == "default" else {"truncation_psi": None, "truncation_layers": None}
+    return _LossTerms(G, space, truncation, lc, ploss, targets, w_avg if space != "z" else None, weights, amp)
+
+
+class _EarlyStop:
+    """Phase 4, early stop: per-image plateau detection, all on the device (no host sync per step).
+
+    A stopped image is frozen where its lowest loss was measured, not at the latent after its last step:
+    Adam divides by sqrt(v), so even a rounding-level gradient (an image already at its optimum) gives a
+    full lr-sized step, and the patience window would carry it away.
+    """
+
+    def __init__(self, cfg: EarlyStopConfig, latent: Tensor, iterations: int) -> None:
+        n, device = latent.shape[0], latent.device
+        self.cfg = cfg
+        self.done = torch.zeros(n, dtype=torch.bool, device=device)
+        self.steps_run = torch.full((n,), iterations, dtype=torch.long, device=device)
+        self.frozen = torch.zeros_like(latent)
+        self.best = torch.full((n,), float("inf"), device=device)
+        self.best_latent = latent.detach().clone() if cfg.patience else None
+        self.last_improve = torch.zeros(n, dtype=torch.long, device=device)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cfg.patience)
+
+    def update(self, step: int, total: Tensor, evaluated: Tensor | None, latent: Tensor) -> None:
+        """After optimiser step ``step``: ``total`` [N] the loss measured at ``evaluated`` (the latent before
+        the step); freezes plateaued images in ``latent`` (in place). Call under ``torch.no_grad()``."""
+        if not self.enabled:
+            return
+        total = total.detach()
+        bshape = (latent.shape[0],) + (1,) * (latent.ndim - 1)
+        lower = (total < self.best) & ~self.done
+        self.best_latent = torch.where(lower.view(bshape), evaluated, self.best_latent)
+        improved = total < self.best * (1.0 - self.cfg.min_improvement)
+        self.best = torch.where(improved, total, torch.minimum(self.best, total))
+        self.last_improve = torch.where(improved, torch.full_like(self.last_improve, step), self.last_improve)
+        newly = (~self.done) & (step - self.last_improve >= self.cfg.patience)
+        self.frozen = torch.where(newly.view(bshape), self.best_latent, self.frozen)
+        self.steps_run = torch.where(newly, torch.full_like(self.steps_run, step), self.steps_run)
+        self.done = self.done | newly
+        latent.data.copy_(torch.where(self.done.view(bshape), self.frozen, latent.detach()))
+
+    def all_done(self, step: int) -> bool:
+        """Every image stopped (checked every 10 steps: it syncs with the host)."""
+        return self.enabled and step % 10 == 0 and bool(self.done.all())
+
+
+def _make_optimizer(cfg: OptimizerConfig, latent: Tensor) -> torch.optim.Optimizer:
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam}[cfg.name]
+    return cls([latent], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def _noise_scale(t: float, latent_std: float, cfg: NoiseRampConfig) -> float:
+    """Std of the noise ramp at progress ``t`` (0 when the ramp is off or over)."""
+    if latent_std <= 0:
+        return 0.0
+    return latent_std * cfg.strength * max(0.0, 1.0 - t / cfg.length) ** 2
+
+
+def _finalise(G: Generator, latent: Tensor, loss: _LossTerms, networks: PerceptualNetworks, config: InversionConfig,
+              res: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Phase 5, finalise: the final latent ``[N, ...]``, its rendering in [0, 1] (no noise) and the metrics."""
+    with torch.no_grad():
+        final = latent.detach()
+        with loss.amp:
+            raw = G.synthesize(final, loss.space, **loss.truncation)
+        img = ((raw.float() + 1.0) / 2.0).clamp(0, 1)
+        lp_size = config.metrics_lpips_size
+        lp_size = res if lp_size is None else min(lp_size, res)
+        metrics = {"psnr": psnr(img, loss.targets.full).float().cpu(),
+                   "lpips": lpips(img, loss.targets.full, networks, size=lp_size).float().cpu()}
+    return final, img, metrics
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
-def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig | None = None, *,
+def invert(G: Generator, targets: Tensor | Sequence[Tensor], config: InversionConfig | None = None, *,
            device: torch.device | str, generator: torch.Generator | None = None,
            networks: PerceptualNetworks | None = None,
            callback: Callable[[InversionStep], bool | None] | None = None) -> InversionResult:
     """Invert ``targets`` into ``G``'s latent space; one independent optimisation per target, batched.
 
+    Reads top-down in five phases: targets (resized, VGG features once), initial latent (and the noise
+    ramp's scale), loss terms, the optimisation loop with per-image early stop, finalise (render, metrics).
+
     Args:
-        G: a generator following the contract in docs/DEVELOPING.md, already on ``device``.
+        G: a generator (:class:`latentpriv.models.protocol.Generator`), already on ``device``.
         targets: float ``[N, 3, H, W]`` (or a sequence of ``[3, H, W]`` of any sizes) RGB in ``[0, 1]``;
             any size: resized to ``G.resolution`` (bilinear, antialiased) for the pixel term and the
             metrics, and to the VGG input size as ``config.loss.resize`` says.
@@ -394,88 +600,34 @@ def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig |
     device = torch.device(device)
     t0 = time.perf_counter()
     items = _check_targets(targets)
-    n = len(items)
-    space = _resolve_space(G, config.space)
-    res = int(G.resolution)
-    gdev = _model_device(G)
-    if gdev is not None and gdev != device and not (gdev.type == device.type == "cuda" and device.index is None):
-        raise InputError(f"invert: the generator is on {gdev} but device={device}; move it with G.to(device)")
+    n, res = len(items), int(G.resolution)
+    space = resolve_space(G, config.space)
+    _check_device(G, device)
     if generator is None:
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    lc = config.loss
     if networks is None:
         networks = PerceptualNetworks.load(device)
 
-    # ---- targets: at the generator's resolution (pixel term, metrics) and at the VGG input size
-    target_full = torch.cat([resize(t[None].to(device), res, "bilinear", True) for t in items])
-    vsize = lc.resize.size or res
-    if lc.resize.no_upscale:
-        vsize = min(vsize, res)
-    ploss = PerceptualLoss(networks, taps=lc.vgg.taps, tap_weights=lc.vgg.tap_weights, vgg_weight=lc.vgg.weight,
-                           lpips_weight=lc.lpips_weight, size=vsize, mode=lc.resize.mode,
-                           antialias=lc.resize.antialias)
-    target_feats: list[Tensor] = []
-    if ploss.active:
-        with torch.no_grad():
-            if lc.resize.target == "pil":
-                tv = torch.cat([pil_resize(t[None], vsize) for t in items]).to(device)
-            else:
-                tv = torch.cat([resize(t[None].to(device), vsize, lc.resize.mode, lc.resize.antialias)
-                                for t in items])
-            target_feats = [f.detach() for f in ploss.features(tv, already_resized=True)]
+    # 1. targets
+    ploss = _perceptual_loss(config.loss, networks, res)
+    tgt = _prepare_targets(items, res, config.loss, ploss, device)
 
-    # ---- initial latent (one draw, broadcast: the same start for every image)
-    w_avg = getattr(G, "w_avg", None)
-    w_avg = w_avg.detach().to(device).float() if w_avg is not None else None
-    init = config.init
-    if init == "auto":
-        init = "random" if space == "z" or w_avg is None else "mean"
-    if init == "mean" and (space == "z" or w_avg is None):
-        raise ConfigError(f"init: mean needs a W space with w_avg; model {getattr(G, 'name', '?')!r} in space "
-                          f"{space!r}: use init: random")
-    z_dim = int(G.z_dim)
-    with torch.no_grad():
-        if init == "random":
-            z0 = torch.randn((1, z_dim), generator=generator, device=generator.device).to(device)
-            start = z0 if space == "z" else G.mapping(z0).float()
-        else:
-            start = w_avg[None]  # type: ignore[index]
-        if space == "wp":
-            start = start[:, None, :].expand(1, int(G.num_layers), start.shape[-1])
-        latent_std = 0.0
-        if config.noise_ramp.strength > 0:
-            if space == "z" or w_avg is None:
-                latent_std = math.sqrt(z_dim)
-            else:
-                zs = torch.randn((config.noise_ramp.samples, z_dim), generator=generator,
-                                 device=generator.device).to(device)
-                ws = torch.cat([G.mapping(c).float() for c in zs.split(4096)])
-                latent_std = float(((ws - w_avg).pow(2).sum() / ws.shape[0]).sqrt())
-    latent = start.expand(n, *start.shape[1:]).clone().contiguous().requires_grad_(True)
-    w_prior = w_avg if space != "z" else None
+    # 2. initial latent (the random draws in this order: start, noise-ramp scale, per-step noise)
+    w_avg = G.w_avg.detach().to(device).float() if G.w_avg is not None else None
+    init = resolve_init(G, space, config.init)
+    latent = _initial_latent(G, space, init, w_avg, n, generator, device)
+    latent_std = _latent_std(G, space, w_avg, config.noise_ramp, generator, device)
 
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "radam": torch.optim.RAdam}[config.optimizer.name]
-    opt = opt_cls([latent], lr=config.optimizer.lr, betas=config.optimizer.betas, eps=config.optimizer.eps,
-                  weight_decay=config.optimizer.weight_decay)
-    trunc = {} if config.truncation == "default" else {"truncation_psi": None, "truncation_layers": None}
-    prior_w = lc.z_prior_weight if space == "z" and lc.z_prior_weight is not None else lc.prior_weight
-    weights = {"vgg": lc.vgg.weight, "lpips": lc.lpips_weight, "pixel": lc.pixel_weight,
-               "color": lc.color_weight, "prior": prior_w}
-    active = [k for k in TERMS if weights[k] > 0]
+    # 3. loss terms
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp == "bf16" else nullcontext()
+    loss = _loss_terms(G, space, config, ploss, tgt, w_avg, amp)
+    active = loss.active
+
+    # 4. optimise, with per-image early stop
+    opt = _make_optimizer(config.optimizer, latent)
     T = config.iterations
     hist = torch.zeros((len(active) + 1, T, n), device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    steps_run = torch.full((n,), T, dtype=torch.long, device=device)
-    frozen = torch.zeros_like(latent)
-    best = torch.full((n,), float("inf"), device=device)
-    # Where each image's lowest loss was measured. A stopped image is frozen there, not at the latent
-    # after its last step: Adam divides by sqrt(v), so even a rounding-level gradient (an image already
-    # at its optimum) gives a full lr-sized step, and the patience window would carry it away.
-    best_latent = latent.detach().clone() if config.early_stop.patience else None
-    last_improve = torch.zeros(n, dtype=torch.long, device=device)
-    es = config.early_stop
-    amp = (torch.autocast(device.type, dtype=torch.bfloat16) if config.amp == "bf16" else nullcontext())
-
+    stopper = _EarlyStop(config.early_stop, latent, T)
     step = 0
     with _Frozen(G), _Frozen(networks.vgg):
         for step in range(1, T + 1):
@@ -484,67 +636,31 @@ def invert(G: Any, targets: Tensor | Sequence[Tensor], config: InversionConfig |
             for group in opt.param_groups:
                 group["lr"] = lr
             lat_in = latent
-            if latent_std > 0:
-                scale = latent_std * config.noise_ramp.strength * max(0.0, 1.0 - t / config.noise_ramp.length) ** 2
-                if scale > 0:
-                    noise = torch.randn((1, *latent.shape[1:]), generator=generator, device=generator.device)
-                    lat_in = latent + noise.to(device) * scale
-            with amp:
-                x = G.synthesize(lat_in, space, **trunc)
-                x01 = (x.float() + 1.0) / 2.0
-                if lc.clamp_images:
-                    x01 = x01.clamp(0, 1)
-                terms: dict[str, Tensor] = {}
-                if ploss.active:
-                    terms.update({k: v.float() for k, v in ploss(x01, target_feats).items()})
-            if lc.pixel_weight:
-                terms["pixel"] = (x01 - target_full).pow(2).flatten(1).mean(1)
-            if lc.color_weight:
-                terms["color"] = color_term(x01)
-            if prior_w:
-                terms["prior"] = prior_term(latent, space, w_prior)
-            total = sum(weights[k] * terms[k] for k in active)
-            assert isinstance(total, Tensor)
+            scale = _noise_scale(t, latent_std, config.noise_ramp)
+            if scale > 0:
+                noise = torch.randn((1, *latent.shape[1:]), generator=generator, device=generator.device)
+                lat_in = latent + noise.to(device) * scale
+            total, terms, x01 = loss(lat_in, latent)
             opt.zero_grad(set_to_none=True)
             total.sum().backward()
-            evaluated = latent.detach().clone() if best_latent is not None else None  # the loss's latent
+            evaluated = latent.detach().clone() if stopper.enabled else None  # the latent the loss saw
             opt.step()
             with torch.no_grad():
                 hist[0, step - 1] = total.detach()
                 for j, k in enumerate(active, start=1):
                     hist[j, step - 1] = terms[k].detach()
-                if es.patience:
-                    bshape = (n,) + (1,) * (latent.ndim - 1)
-                    lower = (total.detach() < best) & ~done
-                    best_latent = torch.where(lower.view(bshape), evaluated, best_latent)
-                    improved = total.detach() < best * (1.0 - es.min_improvement)
-                    best = torch.where(improved, total.detach(), torch.minimum(best, total.detach()))
-                    last_improve = torch.where(improved, torch.full_like(last_improve, step), last_improve)
-                    # all on-device (no host sync per step): freeze images whose loss has plateaued
-                    newly = (~done) & (step - last_improve >= es.patience)
-                    frozen = torch.where(newly.view(bshape), best_latent, frozen)
-                    steps_run = torch.where(newly, torch.full_like(steps_run, step), steps_run)
-                    done = done | newly
-                    latent.data.copy_(torch.where(done.view(bshape), frozen, latent.detach()))
+                stopper.update(step, total, evaluated, latent)
             stop = False
             if callback is not None:
                 stop = bool(callback(InversionStep(
                     step, T, total.detach(), {k: v.detach() for k, v in terms.items()}, lr, latent.detach(),
-                    x01.detach().clamp(0, 1), done.clone())))
-            if stop or (es.patience and step % 10 == 0 and bool(done.all())):
+                    x01.detach().clamp(0, 1), stopper.done.clone())))
+            if stop or stopper.all_done(step):
                 break
-    steps_run = torch.minimum(steps_run, torch.full_like(steps_run, step))
+    steps_run = torch.minimum(stopper.steps_run, torch.full_like(stopper.steps_run, step))
 
-    # ---- final renderings and metrics (no noise)
-    with torch.no_grad():
-        final = latent.detach()
-        with amp:
-            raw = G.synthesize(final, space, **trunc)
-        img = ((raw.float() + 1.0) / 2.0).clamp(0, 1)
-        lp_size = config.metrics_lpips_size
-        lp_size = res if lp_size is None else min(lp_size, res)
-        metrics = {"psnr": psnr(img, target_full).float().cpu(),
-                   "lpips": lpips(img, target_full, networks, size=lp_size).float().cpu()}
+    # 5. finalise
+    final, img, metrics = _finalise(G, latent, loss, networks, config, res)
     history = {"loss": hist[0, :step].cpu()}
     history.update({k: hist[j, :step].cpu() for j, k in enumerate(active, start=1)})
     return InversionResult(latents=final.float().cpu(), space=space, images=img.float().cpu(), history=history,

@@ -117,7 +117,7 @@ def check_generator(G: object, *, n: int = 2) -> None:
     res = G.resolution
     latents = {"z": z, "w": w, "wp": w[:, None, :].expand(n, G.num_layers, G.w_dim)}
     for space in spaces:
-        latent = latents[space].clone().requires_grad_(True)
+        latent = latents[space].detach().clone().requires_grad_(True)
         images = G.synthesize(latent, space)
         expect(tuple(images.shape) == (n, 3, res, res),
                f"synthesize(space={space!r}) gave {tuple(images.shape)}, expected ({n}, 3, {res}, {res})")
