@@ -178,7 +178,7 @@ def test_sweep_figure_panels_and_lines(tmp_path):
     assert orange[:, :half].sum() > 20 and orange[:, half:].sum() > 20
 
 
-def test_sweep_figure_without_matplotlib_names_the_extra(monkeypatch):
+def test_sweep_figure_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
     import builtins
 
     from latentpriv.errors import ConfigError
@@ -194,6 +194,11 @@ def test_sweep_figure_without_matplotlib_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     with pytest.raises(ConfigError, match=r"latentpriv\[plot\]"):
         sweep_figure(_sweep_summary(), attribute="pose")
+    # the command says so before the sweep's work, in one line, and writes nothing
+    res = CliRunner().invoke(cli, ["evaluate", "--sweep", "--model", "dcgan64", "--attr", "smile", "--samples", "2",
+                                   "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "c.png")])
+    assert res.exit_code != 0 and "latentpriv[plot]" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "s.json").exists()
 
 
 def test_sweep_cli_on_the_demo_generator(tmp_path, monkeypatch):

@@ -121,6 +121,10 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
             raise click.BadParameter(f"{delta}: delta must be in (0, 1)", param_hint="--delta")
         check_outputs([json_path, csv_path, plot_path], overwrite=overwrite, inputs=list(latents_files),
                       option="output file")
+        if plot_path is not None:
+            from latentpriv.evaluate.plots import pyplot
+
+            pyplot()  # no matplotlib: say so before the sweep's work, not after it
         result = _sweep(model, weights, latents_files, samples, sample_seed, attrs, boundary_files, space, eps,
                         mechs, delta, clip_radius, center, None if secure_noise else seed, repeats, layers, lpips,
                         lpips_size, faces, device)
