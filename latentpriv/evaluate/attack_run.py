@@ -222,7 +222,7 @@ def _write(outdir: Path, out: dict, result: dict, warn: Callable[[str], None]) -
     from latentpriv.io import atomic_write, write_json
 
     paths = [outdir / name for name in OUTPUT_NAMES]
-    outdir.mkdir(parents=True, exist_ok=True)
+    # no outdir.mkdir() here: atomic_write creates the folder and turns a read-only one into an InputError
     write_json(paths[0], out)
     write_csv(paths[1], csv_rows(result))
     try:
