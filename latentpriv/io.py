@@ -12,7 +12,8 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,70 @@ IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "TIFF", "GIF", "PPM")   # JPEG al
 # EXIF orientation -> the transpose that shows the picture as a person sees it (as ImageOps.exif_transpose)
 _EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
                    6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+#: default latent space of a model when neither --space nor a loaded generator says otherwise
+MODEL_DEFAULT_SPACE = {"stylegan_ffhq": "w", "dcgan64": "z"}
+
+
+@dataclass
+class LatentInput:
+    """A latent file read for release or rendering (:func:`load_latent_input`).
+
+    Attributes:
+        path: the file.
+        latent: validated float32 (float64 inputs stay float64): ``(N, D)`` for z/w, ``(N, L, D)`` for wp.
+        raw_shape: the array's shape in the file (outputs are written back in it).
+        space: ``"z"``, ``"w"`` or ``"wp"``.
+    """
+
+    path: Path
+    latent: np.ndarray
+    raw_shape: tuple
+    space: str
+
+
+def infer_space(arr: np.ndarray, space: str | None, model: str, generator: Any | None = None) -> str:
+    """``space`` when given; else ``wp`` for a 3-D array, else the generator's (or ``model``'s) default."""
+    if space:
+        return space
+    if arr.ndim == 3:
+        return "wp"
+    if generator is not None:
+        return str(generator.default_space)
+    return MODEL_DEFAULT_SPACE.get(model, "w")
+
+
+def load_latent_input(path: Path, *, space: str | None, model: str, generator: Any | None = None,
+                      warn: Callable[[str], None] | None = None) -> LatentInput:
+    """Read and validate a latent ``.npy`` (:func:`load_npy`, :func:`check_latent`) in its latent space.
+
+    A float type finer than float64 is refused (its rounding is not covered by the float-level guarantee);
+    with a loaded ``generator`` its dimension is checked. ``warn(message)`` hears about a 2-D array of 14, 16
+    or 18 rows read as W latents (probably one W+ latent). Raises InputError.
+    """
+    arr = load_npy(path)
+    if arr.dtype.kind == "f" and np.finfo(arr.dtype).eps > np.finfo(np.float32).eps:
+        raise InputError(f"{path}: {arr.dtype} latent: its rounding carries how the coordinate was encoded and is "
+                         "not covered by the float-level guarantee (float32/float64 only); save it as float32 from "
+                         f"its source (converting this file keeps the {arr.dtype} rounding)")
+    sp = infer_space(arr, space, model, generator)
+    if space is None and sp == "w" and arr.ndim == 2 and arr.shape[0] in (14, 16, 18) and warn is not None:
+        warn(f"{path}: {arr.shape[0]} rows are treated as {arr.shape[0]} separate W latents (faces); "
+             "if this is one W+ latent (layers x 512), pass --space wp")
+    if sp not in ("z", "w", "wp"):
+        raise InputError(f"--space {sp}: choose z, w or wp")
+    raw_shape = tuple(arr.shape)
+    if sp == "wp" and arr.ndim == 2:
+        arr = arr[None]
+    dim = arr.shape[-1] if arr.ndim else 0
+    if generator is not None and arr.ndim:   # the model knows the dimension: blame the latent, not a boundary
+        dim = int(generator.z_dim if sp == "z" else generator.w_dim)
+    checked = check_latent(arr, name=str(path), dim=dim,
+                           num_layers=arr.shape[1] if sp == "wp" and arr.ndim == 3 else None, space=sp)
+    # keep float64 inputs in float64; everything else is float32 (check_latent's canonical form)
+    lat = np.asarray(arr, dtype=np.float64).reshape(checked.shape) if arr.dtype == np.float64 else checked
+    return LatentInput(Path(path), lat, raw_shape, sp)
 
 
 def max_pixels_limit() -> int:
@@ -367,7 +432,8 @@ def uint8_to_float01(images: np.ndarray) -> Any:
     :func:`latentpriv.inversion.optimize.invert` takes as targets."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    # a copy: decoded images may be read-only views, which torch refuses to share
+    return torch.from_numpy(np.array(images, dtype=np.uint8, order="C")).permute(0, 3, 1, 2).float() / 255.0
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -71,6 +71,7 @@ def preload() -> None:
     """Import what a run imports (torch, OpenDP) once here, so that every forked run starts at once."""
     import latentpriv.cli
     import latentpriv.runs.distributed  # noqa: F401
+    import latentpriv.runs.privatize  # noqa: F401
     from latentpriv.privacy.noise import make_noise_source
 
     make_noise_source(None)

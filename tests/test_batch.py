@@ -405,7 +405,10 @@ def _privatize_task(tmp_path: Path, **kw):
     opts = dict(outdir=tmp_path / "out", epsilon=1.0, boundary_files=[_boundary(tmp_path / "b.npy")],
                 ledger_path=tmp_path / "ledger.jsonl", space="w", seed=3)
     opts.update(kw)
-    return batch.privatize_task(**opts)
+    from latentpriv.runs.privatize import PrivatizeOptions, privatize_task
+
+    outdir = opts.pop("outdir")
+    return privatize_task(PrivatizeOptions(**opts), outdir=outdir)
 
 
 def _ledger_lines(path: Path) -> list[dict]:
@@ -708,7 +711,7 @@ def test_privatize_folder_render_with_dcgan64(tmp_path, monkeypatch):
 
     import latentpriv
     from latentpriv.cli import cli
-    from latentpriv.cli.privatize import render_latents
+    from latentpriv.models.render import render_latents
     from latentpriv.privacy.ledger import Ledger
 
     monkeypatch.chdir(tmp_path)

@@ -136,7 +136,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, ckpt):
 
 
 def test_load_target_converts_grey_rgba_palette_and_crops(tmp_path):
-    from latentpriv.cli.invert import load_target
+    from latentpriv.inversion.targets import load_target
 
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((10, 12), 100, np.uint8), mode="L").save(grey)
@@ -163,7 +163,7 @@ def test_align_flag_aligns_the_face_first_and_refuses_faceless_photos(tmp_path, 
     skdata = pytest.importorskip("skimage.data")
     import torch
 
-    from latentpriv.cli.invert import load_target
+    from latentpriv.inversion.targets import load_target
 
     photo = tmp_path / "astronaut.png"
     Image.fromarray(skdata.astronaut()).save(photo)

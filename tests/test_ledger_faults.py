@@ -17,6 +17,7 @@ import latentpriv.cli  # noqa: F401  (imported before the harness forks: the run
 import latentpriv.io
 import latentpriv.runs.engine as batch
 from latentpriv.privacy.ledger import Ledger
+from latentpriv.runs.privatize import PrivatizeOptions, privatize_task
 
 _spec = importlib.util.spec_from_file_location(
     "ledger_faults", Path(__file__).resolve().parents[1] / "scripts" / "ledger_faults.py")
@@ -43,8 +44,9 @@ def test_a_killed_folder_run_and_its_rerun_release_every_face_once(tmp_path, ful
 
 
 def _task(root: Path):
-    return batch.privatize_task(outdir=root / "out", epsilon=1.0, boundary_files=[root / "b.npy"], space="w",
-                                ledger_path=root / "ledger.sqlite", max_epsilon=1.5, decorrelate=False)
+    return privatize_task(PrivatizeOptions(epsilon=1.0, boundary_files=[root / "b.npy"], space="w",
+                                           ledger_path=root / "ledger.sqlite", max_epsilon=1.5, decorrelate=False),
+                          outdir=root / "out")
 
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])

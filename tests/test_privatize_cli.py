@@ -220,7 +220,7 @@ def test_sweep_grid_and_ledger(env, fake_generator):
     r = run("sweep", "w.npy", "--attr", "smile", "--epsilons", "1", "-o", "g2.png", "--max-epsilon", "8")
     assert r.exit_code == 3 and not (env / "g2.png").exists()
     r = run("sweep", "w.npy", "--attr", "smile", "--epsilons", "0,1", "-o", "g3.png")
-    assert r.exit_code == 2 and "must be > 0" in r.output
+    assert r.exit_code == 2 and "epsilon 0 must be a positive" in r.output
 
 
 def test_render_and_sweep_with_a_real_generator(env, synthetic_checkpoint):

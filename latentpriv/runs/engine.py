@@ -2,7 +2,8 @@
 
 This is the I/O layer behind ``latentpriv invert DIR -o OUTDIR`` and ``latentpriv privatize DIR -o OUTDIR``.
 A command describes its per-item work as a :class:`BatchTask` (load one input, process a batch of them;
-both pure apart from reading the input); :func:`run_batch` does everything else:
+both pure apart from reading the input; the tasks are :mod:`latentpriv.runs.invert` and
+:mod:`latentpriv.runs.privatize`); :func:`run_batch` does everything else:
 
 * **Inputs**: the files in ``DIR`` whose suffix the task accepts, sorted by name (code-point order, so
   every process and every machine sees the same order). Hidden files are ignored. Outputs mirror the
@@ -27,7 +28,8 @@ both pure apart from reading the input); :func:`run_batch` does everything else:
   and the per-item write + record step is shielded), and :class:`BatchInterrupted` propagates so the
   command exits non-zero; rerunning continues where it stopped.
 
-The engine never prints; it logs through :mod:`logging` and returns a :class:`BatchSummary`.
+The engine never prints; it logs through :mod:`logging`, returns a :class:`BatchSummary` and reports lines
+through the ``echo`` its caller (the CLI) passes to :func:`run_cli`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import glob
 import hashlib
 import json
 import logging
@@ -53,10 +54,9 @@ from typing import Any
 
 import numpy as np
 
-from latentpriv.errors import ConfigError, InputError, LatentprivError
+from latentpriv.errors import InputError, LatentprivError
 from latentpriv.io import (
     IMAGE_SUFFIXES,
-    float01_to_uint8,
     json_default,
     save_image,
     save_npy,
@@ -247,9 +247,16 @@ class BatchSummary:
 
 
 class ItemsFailed(LatentprivError):
-    """Some items of a folder run failed (the others were written); exit status 1."""
+    """Some items of a folder run failed (the others were written); exit status 1.
+
+    ``quiet``: raised on a rank other than 0, which has already reported (exit 1 without a message).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = "", *, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.quiet = quiet
 
 
 class BatchInterrupted(BaseException):
@@ -262,6 +269,8 @@ class BatchInterrupted(BaseException):
     def __init__(self, signum: int, done: int = 0) -> None:
         self.signum = signum
         self.done = done
+        #: the line the CLI shows (set by :func:`run_cli` on rank 0), None: exit quietly
+        self.report: str | None = None
         name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
         super().__init__(f"interrupted by {name}")
 
@@ -893,10 +902,9 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
 
 # ------------------------------------------------------------------------------------- command adapters
 #
-# The commands ``latentpriv invert DIR -o OUTDIR`` and ``latentpriv privatize DIR -o OUTDIR`` call these
-# when their INPUT is a folder. They build a BatchTask from the command's options and hand it to
-# :func:`run_cli`, which joins the torchrun process group, runs, prints the summary on rank 0 and exits
-# with the summary's code.
+# The commands ``latentpriv invert DIR -o OUTDIR`` and ``latentpriv privatize DIR -o OUTDIR`` run their task
+# (latentpriv.runs.invert, latentpriv.runs.privatize) through :func:`run_cli`, which joins the torchrun process
+# group, runs, reports the summary on rank 0 through the CLI's ``echo`` and raises for a non-zero exit.
 
 
 def _deterministic_torch() -> None:
@@ -913,25 +921,30 @@ def _deterministic_torch() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def _silent(message: str = "", err: bool = False) -> None:
+    log.info("%s", message)
+
+
 def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Path | None, *, device: str,
             batch_size: int = 1, overwrite: bool = False, seed: int | None = None, progress: bool = True,
-            as_json: bool = False,
-            finish: Callable[[BatchSummary], tuple[str, str | None]] | None = None) -> BatchSummary:
-    """Run a folder command: process group from torchrun's environment, task, summary, exit code.
+            as_json: bool = False, finish: Callable[[BatchSummary], tuple[str, str | None]] | None = None,
+            echo: Callable[..., None] | None = None) -> BatchSummary:
+    """Run a folder command: process group from torchrun's environment, task, summary, exit status.
 
-    ``build_task(dist)`` makes the task once the rank's device is known (``dist.device``). Prints the
-    summary line (or the summary as JSON) on rank 0. ``finish(summary)``: post-processing on rank 0 after
-    the run (e.g. rendering), returning a line to print and an error text (None when all went well); an
-    error makes the exit status 1 like a failed item. When items failed, rank 0 raises :class:`ItemsFailed`
-    ("N of M inputs failed: <first errors>", exit status 1, printed by the CLI as one ``Error:`` line) and
-    the other ranks exit with status 1 quietly; when interrupted every rank exits ``128 + signal``.
+    ``build_task(dist)`` makes the task once the rank's device is known (``dist.device``). Reports the
+    summary line (or the summary as JSON) on rank 0 through ``echo(text, err=False)`` (the CLI's
+    ``click.echo``; default: the log). ``finish(summary)``: post-processing on rank 0 after the run (e.g.
+    rendering), returning a line to report and an error text (None when all went well); an error makes the
+    exit status 1 like a failed item. When items failed, rank 0 raises :class:`ItemsFailed` ("N of M inputs
+    failed: <first errors>", exit status 1, printed by the CLI as one ``Error:`` line) and the other ranks
+    raise it ``quiet`` (exit status 1, nothing printed); when interrupted :class:`BatchInterrupted` propagates
+    (exit ``128 + signal``) with the line to show in its ``report`` (None on ranks other than 0).
     """
     import sys
 
-    import click
-
     from latentpriv.runs.distributed import init_distributed
 
+    echo = echo or _silent
     if outdir is None:
         raise InputError(f"{input_dir} is a folder: pass -o OUTDIR, the folder for the outputs")
     if os.environ.get("LATENTPRIV_DETERMINISTIC", "").strip() not in ("", "0"):
@@ -943,26 +956,26 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
                                 seed=seed, progress=progress and sys.stderr.isatty())
         except BatchInterrupted as exc:
             if dist.is_main or not dist.active:
-                click.echo(f"Error: {task.name} {exc} after {exc.done} item(s) on this process; finished items "
-                           f"are kept in {outdir}; rerun the same command to resume", err=True)
-            raise SystemExit(exc.exit_code) from None
+                exc.report = (f"Error: {task.name} {exc} after {exc.done} item(s) on this process; finished "
+                              f"items are kept in {outdir}; rerun the same command to resume")
+            raise
         finally:
             if task.close is not None:
                 task.close()
     if dist.is_main:
         if as_json:
-            click.echo(json.dumps(summary.to_dict(), indent=2))
+            echo(json.dumps(summary.to_dict(), indent=2))
         else:
-            click.echo(summary.line())
-            click.echo(f"records: {Path(outdir) / RESULTS_NAME}, summary: {Path(outdir) / SUMMARY_NAME}", err=True)
+            echo(summary.line())
+            echo(f"records: {Path(outdir) / RESULTS_NAME}, summary: {Path(outdir) / SUMMARY_NAME}", err=True)
     post_error = None
     if finish is not None and dist.is_main:
         line, post_error = finish(summary)
         if line:
-            click.echo(line)
+            echo(line)
     if summary.failed:
         if not dist.is_main:
-            raise SystemExit(ItemsFailed.exit_code)
+            raise ItemsFailed("", quiet=True)
         shown = [summary.errors.get(name) or name for name in summary.failed_items[:3]]
         raise ItemsFailed(f"{summary.failed} of {summary.total} inputs failed: " + "; ".join(shown)
                           + (" ..." if summary.failed > 3 else "") + f" (all in {Path(outdir) / RESULTS_NAME})"
@@ -999,443 +1012,3 @@ def secret_key(path: Path) -> bytes:
         raise InputError(f"{path}: not a 32-byte batch key; delete it to make a new one (a folder run will then "
                          "not recognise, and will release again, files it released before)")
     return key
-
-
-def privatize_task(*, outdir: Path, epsilon: float, attrs: Sequence[str] = (),
-                   boundary_files: Sequence[Path] = (), conditions: Sequence[str] = (),
-                   mechanism: str = "laplace", delta: float | None = None, clip_radius: float = 3.0,
-                   center: str = "0", epsilon_split: str | None = None, noise_clip: float = 1.0,
-                   space: str | None = None, layers: str | None = None, model: str = "stylegan_ffhq",
-                   weights: str | None = None, device: Any = "cpu", ledger_path: Path | None = None,
-                   max_epsilon: float | None = None, force: bool = False, seed: int | None = None,
-                   warn: Callable[[str], None] | None = None, decorrelate: bool | None = None,
-                   max_norm: float | None = None, subject: str | None = None, label: str | None = None,
-                   ledger: Any = None, generator: Any = None) -> BatchTask:
-    """The ``privatize`` command as a :class:`BatchTask`: ``STEM.npy -> STEM_private.npy + STEM_private.json``.
-
-    Same options and same release as ``latentpriv privatize FILE`` (its helpers and
-    :func:`~latentpriv.privacy.release.accounted_release` are reused): directions
-    resolved per latent space; for each file the budget is checked and a pending charge filed in one ledger
-    transaction (several processes share one ledger safely), the noise drawn, the sidecar and then the
-    output written (``sidecar_first``: the output's rename completes the item) and the charge committed; a
-    failed write cancels it, and after a crash the ledger's recovery commits it only if the output exists
-    with the sha256 recorded before the write. ``ledger``: an open
-    :class:`~latentpriv.privacy.ledger.Ledger` (default: one at ``ledger_path``). With ``seed`` each file gets its own seeded noise
-    (``item_seed(seed, name)``), never one stream shared by all files. Files are processed one at a
-    time and never retried within a run (a release is a side effect). Inputs are true latents, so the
-    sidecar (the release record) identifies its input by an HMAC under a key kept beside the ledger
-    (``<ledger>.batch-key``), never by a plain hash that would let anyone test a guessed latent.
-    ``generator``: the loaded generator of ``weights``/``model`` when the caller has one (``--render``);
-    the latents are then checked against its dimensions before any release (default: loaded only for
-    ``center="auto"``).
-    """
-
-    from latentpriv.cli.privatize import (
-        MODEL_DEFAULT_SPACE,
-        load_generator_for,
-        load_latent_input,
-        parse_center,
-        parse_layers,
-        parse_split,
-        resolve_center,
-        resolve_covariance,
-        validate_common,
-    )
-    from latentpriv.edit.boundaries import resolve_directions
-    from latentpriv.privacy.ledger import Ledger
-    from latentpriv.privacy.noise import make_noise_source
-    from latentpriv.privacy.release import ReleaseParams, accounted_release
-
-    delta_v = validate_common(mechanism, delta, max_epsilon)
-    center_v = parse_center(center)
-    layer_idx = parse_layers(layers)
-    split = parse_split(epsilon_split)
-    if layer_idx is not None and space not in (None, "wp"):
-        raise ConfigError("--layers applies only to W+ latents (--space wp)")
-    G = generator if generator is not None else (
-        load_generator_for(weights, model, str(device)) if center_v == "auto" else None)
-    n_dirs = len(attrs) + len(boundary_files)
-    if n_dirs == 0:
-        raise InputError("no direction given; use --attr NAME (e.g. smile) or --boundary FILE")
-    params = ReleaseParams(mechanism=mechanism, epsilon=epsilon, delta=delta_v, clip_radius=clip_radius,
-                           epsilon_split=split, noise_clip=noise_clip, layers=layer_idx,
-                           **({} if max_norm is None else {"max_norm": max_norm}))
-    spend = params.spend(n_dirs, make_noise_source(seed))  # validates the settings before any file is read
-    ledger = ledger if ledger is not None else Ledger(ledger_path)
-    if warn is not None:
-        if mechanism == "seed":
-            warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
-        if seed is not None:
-            warn(f"--seed {seed}: reproducible numpy noise (one seed per file), NOT for release")
-    directions: dict[tuple[str, int], tuple[np.ndarray, list[Any], np.ndarray, str, Any]] = {}
-
-    def directions_for(sp: str, dim: int):
-        if (sp, dim) not in directions:
-            dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions,
-                                              model=model, space=sp, dim=dim)
-            centers, center_mode = resolve_center(center_v, dirs, sp, G)
-            cov = resolve_covariance(decorrelate if mechanism != "seed" else False, weights or model, sp,
-                                     device=str(device), warn_fn=warn)
-            directions[(sp, dim)] = (dirs, bounds, centers, center_mode, cov)
-        return directions[(sp, dim)]
-
-    def preflight(paths: list[Path]) -> None:
-        # group the inputs by the (space, dimension) their headers give, set each group up as release()
-        # will; when every group fails, every input would fail the same way: a setup error, raised once
-        groups: dict[tuple[str, int], int] = {}
-        for path in paths:
-            shape = _npy_shape(path)
-            if shape is None or len(shape) not in (1, 2, 3):
-                continue   # unreadable or malformed: that file fails on its own
-            sp = space or ("wp" if len(shape) == 3 else str(G.default_space) if G is not None
-                           else MODEL_DEFAULT_SPACE.get(model, "w"))
-            dim = int(G.z_dim if sp == "z" else G.w_dim) if G is not None else int(shape[-1])
-            groups[(sp, dim)] = groups.get((sp, dim), 0) + 1
-        if not groups:   # no readable input: still report a missing boundary before creating anything
-            resolve_directions(attrs=attrs, boundary_files=boundary_files, conditions=conditions, model=model,
-                               space=space or MODEL_DEFAULT_SPACE.get(model, "w"), dim=None)
-            return
-        failures: list[LatentprivError] = []
-        for sp, dim in groups:
-            try:
-                if layer_idx is not None and sp != "wp":
-                    raise ConfigError(f"--layers applies only to W+ latents (--space wp); the inputs are {sp} "
-                                      "latents: drop --layers")
-                directions_for(sp, dim)
-            except LatentprivError as exc:
-                failures.append(exc)
-        if len(failures) == len(groups):
-            raise failures[0]
-
-    def load(item: BatchItem) -> Any:
-        inp = load_latent_input(item.path, space=space, model=model, generator=G)
-        if layer_idx is not None and inp.space != "wp":
-            raise InputError(f"{item.path}: --layers applies only to W+ latents, this one is {inp.space}")
-        return inp
-
-    def process(items: list[BatchItem], inputs: list[Any]) -> list[ItemOutput | Exception]:
-        outs: list[ItemOutput | Exception] = []
-        for item, inp in zip(items, inputs, strict=True):
-            try:
-                outs.append(release(item, inp))
-            except LatentprivError as exc:
-                outs.append(exc)
-        return outs
-
-    def release(item: BatchItem, inp: Any) -> ItemOutput:
-        dirs, bounds, centers, center_mode, cov = directions_for(inp.space, int(inp.latent.shape[-1]))
-        output = outdir / f"{item.stem}_private.npy"
-        info = {"input": str(item.path), "output": str(output), "space": inp.space, "model": model,
-                "center_mode": center_mode, "boundaries": [b.info() for b in bounds], "conditions": list(conditions)}
-        if G is not None:
-            info["generator"] = G.info()
-        # the charge stays pending until the engine has written the output (on_written commits it)
-        rel = accounted_release(inp.latent, dirs, params=params, noise=make_noise_source(item.seed), ledger=ledger,
-                                center=centers, attributes=[b.attribute or b.name for b in bounds],
-                                max_epsilon=max_epsilon, force=force, record_info=info,
-                                ledger_info={"input_file": str(item.path), "output": str(output),
-                                             "batch_item": item.name}, warn=warn, covariance=cov, model=model,
-                                space=inp.space, subject=subject, output=output, output_shape=inp.raw_shape,
-                                label=label, defer=True)
-        metrics = {"epsilon": spend.epsilon, "delta": spend.delta, "rows": len(rel.keys),
-                   "epsilon_total": rel.worst_epsilon}
-        return ItemOutput(files={"_private.npy": rel.latent.reshape(inp.raw_shape)}, record=rel.record,
-                          metrics=metrics, on_written=rel.commit, on_failed=rel.cancel)
-
-    def verify(item: BatchItem, paths: dict[str, Path]) -> None:
-        from latentpriv.io import load_npy
-
-        load_npy(paths["_private.npy"])
-
-    boundary_hashes = {str(p): sha256_file(p) for p in boundary_files if Path(p).is_file()}
-    config = {
-        "command": "privatize", "epsilon": epsilon, "delta": delta_v, "mechanism": mechanism,
-        "clip_radius": clip_radius, "center": center, "epsilon_split": split, "noise_clip": noise_clip,
-        "space": space, "layers": layer_idx, "model": model, "attrs": list(attrs), "conditions": list(conditions),
-        "boundary_files": boundary_hashes, "weights": weights if center_v == "auto" else None, "seed": seed,
-        "decorrelate": decorrelate, "max_norm": max_norm,
-    }
-    key = secret_key(ledger.path.with_name(ledger.path.name + ".batch-key"))
-    return BatchTask(name="privatize", input_suffixes=(".npy",), output_suffixes=("_private.npy",),
-                     sidecar_suffix="_private.json", load=load, process=process, config=config, verify=verify,
-                     retry_alone=False, fingerprint_key=key, sidecar_first=True, preflight=preflight)
-
-
-def _npy_shape(path: Path) -> tuple[int, ...] | None:
-    """The array shape in a ``.npy`` file's header (the data is not read); None when it has no valid header."""
-    try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, _, _ = np.lib.format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, _, _ = np.lib.format.read_array_header_2_0(fh)
-            else:
-                return None
-    except (OSError, ValueError):
-        return None
-    return tuple(int(n) for n in shape)
-
-
-def _content_id(source: Any) -> str | None:
-    """sha256 of a weights file (its identity wherever it lies), else the source's text (e.g. "random")."""
-    if source is not None and Path(str(source)).is_file():
-        return sha256_file(source)
-    return None if source is None else str(source)
-
-
-def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: Path | None = None,
-                extra_record: Mapping[str, Any] | None = None, save_every: int | None = None,
-                snapshot_dir: Path | None = None, align_size: int | None = None) -> BatchTask:
-    """The ``invert`` command as a :class:`BatchTask`: ``STEM.<image> -> STEM.npy + STEM.json``.
-
-    Args:
-        G: a loaded generator on ``device`` (the generator contract in docs/DEVELOPING.md).
-        config: the resolved :class:`~latentpriv.inversion.optimize.InversionConfig`.
-        device: the rank's device.
-        networks: VGG16/LPIPS (:class:`~latentpriv.inversion.perceptual.PerceptualNetworks`), loaded once and reused
-            for every batch.
-        image_dir: also save each final reconstruction as ``image_dir/STEM.png``.
-        extra_record: more provenance for every sidecar.
-        save_every: every K steps also write ``snapshot_dir/STEM_<step>.npy`` (and, with ``image_dir``,
-            ``image_dir/STEM_<step>.png``), as the single-file command does; snapshots are progress
-            artefacts, not outputs (resume does not check them).
-        snapshot_dir: where the latent snapshots go (the run's OUTDIR).
-        align_size: FFHQ-align each face to this size before inverting (``invert --align``).
-
-    Inputs are read like ``latentpriv invert FILE`` reads them (``latentpriv.cli.invert.load_target``:
-    non-square images centre-cropped) and the sidecar is the same record as the single-file command's,
-    plus the engine's ``batch`` section. Each batch is one call of :func:`latentpriv.inversion.optimize.invert`
-    with a generator seeded from ``config.seed``; since inversion draws its randomness per step and
-    broadcasts it over the batch, every image gets the result a single-image run with that seed gives,
-    whatever its batch mates, batch size or rank (up to floating-point rounding of batched kernels).
-    Outputs: the latent ``[1, w_dim]`` (W), ``[1, z_dim]`` (Z) or ``[1, L, w_dim]`` (W+), float32.
-    """
-    import torch
-
-    from latentpriv.cli.invert import decode_side, inversion_record, load_target
-    from latentpriv.inversion.optimize import _resolve_space, config_to_dict, invert
-
-    # the settings every image would fail on (a space the model lacks, init: mean in Z) fail once, up front
-    space = _resolve_space(G, config.space)
-    if config.init == "mean" and (space == "z" or getattr(G, "w_avg", None) is None):
-        raise ConfigError(f"init: mean needs a W space with w_avg; model {getattr(G, 'name', '?')!r} in space "
-                          f"{space!r}: use init: random")
-    config_dict = config_to_dict(config)
-    info = G.info() if hasattr(G, "info") else {"name": getattr(G, "name", "custom")}
-    perceptual: dict[str, Any] = {"vgg16": networks.vgg_source, "lpips": networks.lpips_source}
-    for key in ("vgg16", "lpips"):
-        perceptual[f"{key}_sha256"] = _content_id(perceptual[key])
-
-    def load(item: BatchItem) -> Any:
-        # ([3, S, S] float in [0, 1], crop or None); huge photos reduced while decoding (bounded memory)
-        return load_target(item.path, align_size=align_size, min_side=decode_side(G, config))
-
-    def process(items: list[BatchItem], payloads: list[Any]) -> list[ItemOutput]:
-        generator = torch.Generator(device="cpu").manual_seed(int(config.seed))
-
-        def snapshot(step: Any) -> None:
-            if not save_every or step.step % save_every:
-                return
-            lat = step.latents.float().cpu().numpy().astype(np.float32)
-            images = float01_to_uint8(step.images) if image_dir is not None else None
-            for j, item in enumerate(items):
-                name = f"{item.stem}_{step.step:06d}"
-                save_npy(Path(snapshot_dir or ".") / f"{name}.npy", lat[j:j + 1])
-                if images is not None:
-                    save_image(Path(image_dir) / f"{name}.png", images[j])   # type: ignore[arg-type]
-
-        t0 = time.perf_counter()
-        res = invert(G, [t for t, _ in payloads], config, device=device, generator=generator, networks=networks,
-                     callback=snapshot if save_every else None)
-        seconds = time.perf_counter() - t0
-        lat = res.latents.numpy().astype(np.float32)
-        u8 = float01_to_uint8(res.images)
-        outs = []
-        for j, (item, (_, crop)) in enumerate(zip(items, payloads, strict=True)):
-            record = inversion_record(
-                input_path=item.path, input_sha256=item.sha256, crop=crop, res=res, j=j, info=info,
-                perceptual=perceptual, config=config, config_dict=config_dict, seconds=seconds,
-                batch_size=len(items), device=device, aligned=align_size is not None, extra=extra_record)
-            files: dict[str, Any] = {".npy": lat[j:j + 1]}
-            if image_dir is not None:
-                files[".png"] = u8[j]
-            metrics = {"psnr": record["psnr"], "lpips": record["lpips"], "iterations": record["iterations"],
-                       "loss": record["final_losses"].get("loss")}
-            outs.append(ItemOutput(files=files, record=record, metrics=metrics))
-        return outs
-
-    def verify(item: BatchItem, paths: dict[str, Path]) -> None:
-        arr = np.load(paths[".npy"], allow_pickle=False)
-        if arr.ndim not in (2, 3) or arr.shape[0] != 1 or arr.dtype != np.float32:
-            raise InputError(f"{paths['.npy']}: shape {arr.shape} {arr.dtype} is not a [1, ...] float32 latent")
-
-    # what determines the outputs, without file locations (nodes may keep the same weights in other places)
-    task_config = {"command": "invert", "inversion": config_dict,
-                   "generator": {k: v for k, v in info.items() if k != "weights"},
-                   "perceptual": {k: v for k, v in perceptual.items() if k.endswith("_sha256")},
-                   "images": image_dir is not None, "align_size": align_size}
-    outputs = (".npy",) + ((".png",) if image_dir is not None else ())
-    return BatchTask(name="invert", input_suffixes=IMAGE_SUFFIXES, output_suffixes=outputs, load=load,
-                     process=process, config=task_config, verify=verify,
-                     output_dirs={".png": Path(image_dir)} if image_dir is not None else {})
-
-
-def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: str = "stylegan_ffhq",
-               vgg_weights: Path | None = None, device: str = "auto", batch_size: int = 1,
-               image_dir: Path | None = None, overwrite: bool = False, progress: bool = True,
-               save_every: int | None = None, align: bool = False) -> BatchSummary:
-    """``latentpriv invert DIR -o OUTDIR``: every image of DIR, sharded over torchrun's ranks, resumable.
-
-    Loads the generator and VGG16/LPIPS once per rank on the rank's device, then :func:`run_cli`.
-    """
-    def build(dist: Any) -> BatchTask:
-        from latentpriv.inversion.perceptual import PerceptualNetworks
-        from latentpriv.models.registry import load_generator
-
-        G = load_generator(str(weights), device=dist.device)
-        networks = PerceptualNetworks.load(dist.device, vgg_weights=vgg_weights)
-        return invert_task(G, config, device=dist.device, networks=networks, image_dir=image_dir,
-                           save_every=save_every, snapshot_dir=None if outdir is None else Path(outdir),
-                           align_size=int(G.resolution) if align else None)
-
-    return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
-                   batch_size=batch_size, overwrite=overwrite, progress=progress)
-
-
-def render_paths(render_dir: Path, stem: str, rows: int) -> list[Path]:
-    """Where ``privatize DIR --render RENDER_DIR`` puts the images of ``STEM_private.npy``:
-    ``STEM_private.png`` for one row, ``STEM_private_0000.png`` ... for N rows (as ``generate DIR`` names them)."""
-    return [render_dir / (f"{stem}_private.png" if rows == 1 else f"{stem}_private_{i:04d}.png")
-            for i in range(rows)]
-
-
-def check_render_dir(render_dir: Path, input_dir: Path, outdir: Path, *, overwrite: bool) -> None:
-    """Up-front checks of ``--render RENDER_DIR`` for a folder run (before anything is written): a folder,
-    and, unless ``overwrite``, no images with render names in it while OUTDIR holds no run (the overwrite
-    rule: only renders of this output folder's own releases are ever replaced)."""
-    render_dir = Path(render_dir)
-    if render_dir.exists() and not render_dir.is_dir():
-        raise InputError(f"--render {render_dir}: a folder input renders into a folder; give --render RENDER_DIR")
-    if overwrite or not render_dir.is_dir() or (Path(outdir) / RESULTS_NAME).exists():
-        return
-    for path in sorted(Path(input_dir).glob("*.npy")):
-        stem = glob.escape(path.stem)
-        for found in (*render_dir.glob(f"{stem}_private.png"), *render_dir.glob(f"{stem}_private_*.png")):
-            raise InputError(f"{found}: already exists and no run has written {outdir}; pass --overwrite to replace "
-                             "it or choose an empty --render folder")
-
-
-def render_released(G: Any, outdir: Path, render_dir: Path, summary: BatchSummary, *, space: str | None,
-                    model: str, overwrite: bool = False) -> tuple[list[Path], dict[str, str]]:
-    """Render the latents a folder ``privatize`` run released or found complete (``privatize DIR --render``).
-
-    For every item of ``summary``'s run recorded ``ok`` or ``skipped`` in ``OUTDIR/results.jsonl``:
-    ``OUTDIR/STEM_private.npy`` -> :func:`render_paths` (uint8 PNGs, the generator's default truncation for
-    Z/W, as ``privatize FILE --render``). An item skipped as complete whose images all exist is not rendered
-    again unless ``overwrite``. Rendering reads only released latents, so it spends no budget. A file that
-    fails (unreadable, wrong dimension, disk full) is reported and the others are still rendered.
-
-    Returns ``(written image paths, {item name: one-line error})``.
-    """
-    from latentpriv.cli.privatize import load_latent_input, render_latents
-
-    written: list[Path] = []
-    errors: dict[str, str] = {}
-    done = {rec["item"]: rec["status"] for rec in read_results(outdir, summary.run_id)
-            if rec.get("status") in ("ok", "skipped")}
-    for name in sorted(done):
-        stem = Path(name).stem
-        latent = Path(outdir) / f"{stem}_private.npy"
-        try:
-            inp = load_latent_input(latent, space=space, model=model, generator=G)
-            paths = render_paths(Path(render_dir), stem, inp.latent.shape[0])
-            if done[name] == "skipped" and not overwrite and all(p.is_file() for p in paths):
-                continue
-            images = render_latents(G, inp.latent, inp.space)
-            for path, image in zip(paths, images, strict=True):
-                save_image(path, image)
-                written.append(path)
-        except (LatentprivError, OSError, RuntimeError, ValueError) as exc:
-            errors[name] = f"{latent}: {_error_text(exc)}" if str(latent) not in str(exc) else _error_text(exc)
-            log.warning("%s: render failed: %s", name, errors[name])
-    return written, errors
-
-
-def privatize_dir(input_dir: Path, outdir: Path | None, *, device: str = "auto", overwrite: bool = False,
-                  seed: int | None = None, warn: Callable[[str], None] | None = None,
-                  render_dir: Path | None = None, **options: Any) -> BatchSummary:
-    """``latentpriv privatize DIR -o OUTDIR``: every ``.npy`` of DIR, one shared ledger, resumable.
-
-    ``options`` are :func:`privatize_task`'s (the command's options); warnings are shown on rank 0 only.
-    ``render_dir`` (``--render``): after the run, rank 0 renders every latent released in it or found
-    complete (:func:`render_released`) with the generator of ``--weights``/``--model``, which is loaded
-    before anything is released (missing weights fail up front); a failed render exits 1 without undoing
-    the releases or the other renders.
-    A ledger that lies in the input or output folder is refused. Under torchrun rank 0 alone opens the
-    ledger and serves the other ranks (:mod:`latentpriv.privacy.ledger_remote`). However the run ends
-    (done, failed, SIGTERM: exit 143), the charges left pending are resolved before the process group
-    closes: committed where the output reached disk with its recorded sha256, cancelled otherwise.
-    """
-    from latentpriv.privacy.ledger import Ledger
-    from latentpriv.privacy.release import check_ledger_path
-
-    if outdir is not None:
-        check_ledger_path(Ledger(options.get("ledger_path")), folders=[input_dir, outdir])
-        if render_dir is not None:
-            check_render_dir(render_dir, input_dir, outdir, overwrite=overwrite)
-    rendering: dict[str, Any] = {}
-
-    def build(dist: Any) -> BatchTask:
-        from latentpriv.cli.privatize import load_generator_for
-        from latentpriv.privacy.ledger_remote import open_ledger
-
-        if render_dir is not None:   # before the ledger opens: missing weights fail with nothing written
-            rendering["G"] = load_generator_for(options.get("weights"), options.get("model", "stylegan_ffhq"),
-                                                str(dist.device))
-
-        # under torchrun rank 0 alone opens the SQLite file; the other ranks ask it over the process group
-        ledger, server = open_ledger(options.pop("ledger_path", None), dist)
-
-        def close() -> None:
-            if server is not None:
-                server.close()              # every other rank has said goodbye (or the wait timed out)
-            if isinstance(ledger, Ledger):
-                with contextlib.suppress(Exception):   # never mask the run's own exit (143 on SIGTERM)
-                    ledger.recover(own=True)
-            ledger.close()
-
-        task = privatize_task(outdir=Path(outdir), device=dist.device, seed=seed,  # type: ignore[arg-type]
-                              warn=warn if dist.is_main else None, ledger=ledger, generator=rendering.get("G"),
-                              **options)
-        # one fingerprint key for the whole job: rank 0's, kept beside the ledger on its disk (other nodes
-        # would otherwise each make their own, and a resume with another world size would not recognise
-        # files released on another node)
-        key = dist.broadcast_object(task.fingerprint_key)
-        return dataclasses.replace(task, close=close, fingerprint_key=key)
-
-    def finish(summary: BatchSummary) -> tuple[str, str | None]:
-        written, errors = render_released(rendering["G"], Path(outdir), Path(render_dir), summary,  # type: ignore[arg-type]
-                                          space=options.get("space"), model=options.get("model", "stylegan_ffhq"),
-                                          overwrite=overwrite)
-        line = f"rendered {len(written)} image(s) to {render_dir}" + (f", {len(errors)} failed" if errors else "")
-        if not errors:
-            return line, None
-        shown = "; ".join(list(errors.values())[:3]) + (" ..." if len(errors) > 3 else "")
-        return line, f"{len(errors)} render(s) failed (their releases are kept): {shown}"
-
-    def early_term(signum: int, frame: Any) -> None:
-        raise BatchInterrupted(signum)
-
-    # SIGTERM before the engine installs its own handler (start-up) or after it (summary) still exits 143
-    previous = (signal.signal(signal.SIGTERM, early_term)
-                if threading.current_thread() is threading.main_thread() else None)
-    try:
-        return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=device,
-                       batch_size=1, overwrite=overwrite, seed=seed,
-                       finish=finish if render_dir is not None else None)
-    except BatchInterrupted as exc:
-        raise SystemExit(exc.exit_code) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
