@@ -240,3 +240,17 @@ def test_missing_face_extra_is_reported_not_fatal(face64, tmp_path, monkeypatch)
     data = json.loads((tmp_path / "o.json").read_text())
     assert "face extra not installed" in data["skipped"]["faces"] and data["skipped"]["lpips"] == "--no-lpips"
     assert data["rows"][0]["psnr"] == math.inf and "identity_distance" not in data["rows"][0]
+
+
+def test_latent_files_of_one_space_are_stacked_others_refused():
+    from types import SimpleNamespace
+
+    from latentpriv.errors import InputError
+    from latentpriv.evaluate.latents import stack_latents
+
+    a = SimpleNamespace(latent=np.zeros((2, 4), np.float64), space="w")
+    b = SimpleNamespace(latent=np.ones((3, 4), np.float32), space="w")
+    lat, sp = stack_latents([a, b], "mixed {spaces}")
+    assert lat.shape == (5, 4) and lat.dtype == np.float32 and sp == "w"
+    with pytest.raises(InputError, match=r"^mixed \['w', 'z'\]$"):
+        stack_latents([a, SimpleNamespace(latent=np.zeros((1, 4)), space="z")], "mixed {spaces}")

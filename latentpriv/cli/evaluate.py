@@ -170,10 +170,10 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
 
 
 def _boundaries(attrs, boundary_files, model: str, space: str | None) -> list:
-    from latentpriv.cli.privatize import MODEL_DEFAULT_SPACE
     from latentpriv.edit.boundaries import load_boundary, resolve_attr
+    from latentpriv.models.registry import model_default_space
 
-    sp = space or MODEL_DEFAULT_SPACE.get(model, "w")
+    sp = space or model_default_space(model) or "w"
     return [resolve_attr(a, model=model, space=sp) for a in attrs] + [load_boundary(f) for f in boundary_files]
 
 
