@@ -25,12 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from latentpriv.errors import InputError
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 ClassifierKind = Literal["svc", "linearsvc"]
 
@@ -86,6 +89,116 @@ def _num_chosen(n: int, ratio: float) -> int:
     return min(chosen, n // 2)
 
 
+def _check_inputs(latents: np.ndarray, scores: np.ndarray, *, rng: np.random.Generator, split_ratio: float,
+                  classifier: str, C: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes, finiteness and parameter ranges; returns ``(latents [N, D], scores [N])``."""
+    x = np.asarray(latents)
+    y = np.asarray(scores)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"latents: shape {x.shape} dtype {x.dtype}, expected a real (N, D) array")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise InputError(f"scores: shape {np.asarray(scores).shape}, expected ({x.shape[0]},) or ({x.shape[0]}, 1) "
+                         f"to match latents {x.shape}")
+    if not np.isfinite(x).all():
+        raise InputError("latents: contain NaN/inf values")
+    if not 0 < split_ratio < 1:
+        raise InputError(f"split_ratio={split_ratio}: must be in (0, 1)")
+    if not C > 0:
+        raise InputError(f"C={C}: must be > 0")
+    if classifier not in ("svc", "linearsvc"):
+        raise InputError(f"classifier={classifier!r}: choose 'svc' or 'linearsvc'")
+    if not isinstance(rng, np.random.Generator):
+        raise InputError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    return x, y
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Steps 1-3: the valid samples sorted by score (descending) and the per-class train/validation sets."""
+
+    x: np.ndarray         # [n, D] float64, valid samples, highest score first
+    y: np.ndarray         # [n] float64 scores, descending
+    num_samples: int
+    chosen: int
+    num_train: int
+    num_val: int
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+
+
+def _split(x: np.ndarray, y: np.ndarray, *, rng: np.random.Generator, ratio: float, split_ratio: float,
+           invalid_value: float | None) -> _Split:
+    """Drop invalid scores, take the top/bottom ``chosen`` as positives/negatives, shuffle and split each."""
+    y = y.astype(np.float64)
+    valid = np.isfinite(y)
+    if invalid_value is not None:
+        valid &= y != invalid_value
+    x, y = x[valid].astype(np.float64), y[valid]
+    n = int(y.shape[0])
+    chosen = _num_chosen(n, ratio)
+    num_train = int(chosen * split_ratio)
+    num_val = chosen - num_train
+    if num_train < 2 or num_val < 2:
+        raise InputError(
+            f"only {n} valid samples of {valid.size}: ratio={ratio} gives {chosen} per class ({num_train} train, "
+            f"{num_val} validation); need at least 2 of each: sample more (--num) or raise --ratio"
+        )
+    if float(y.max()) == float(y.min()):
+        raise InputError(f"all {n} valid scores equal {y[0]}; the attribute does not vary, nothing to separate")
+
+    # Stable sort so that ties keep sample order (reproducible across platforms).
+    order = np.argsort(-y, kind="stable")
+    x, y = x[order], y[order]
+    pos_x, neg_x = x[:chosen], x[-chosen:]
+    pos_idx = rng.permutation(chosen)
+    neg_idx = rng.permutation(chosen)
+    pos_x, neg_x = pos_x[pos_idx], neg_x[neg_idx]
+    return _Split(
+        x=x, y=y, num_samples=int(valid.size), chosen=chosen, num_train=num_train, num_val=num_val,
+        train_x=np.concatenate([pos_x[:num_train], neg_x[:num_train]]),
+        train_y=np.concatenate([np.ones(num_train, np.int64), np.zeros(num_train, np.int64)]),
+        val_x=np.concatenate([pos_x[num_train:], neg_x[num_train:]]),
+        val_y=np.concatenate([np.ones(num_val, np.int64), np.zeros(num_val, np.int64)]),
+    )
+
+
+def _fit(s: _Split, *, rng: np.random.Generator, classifier: str, C: float):
+    """Step 4: the fitted linear SVM (LinearSVC's ``random_state`` drawn from ``rng`` after the shuffles)."""
+    from sklearn.svm import SVC, LinearSVC
+
+    if classifier == "svc":
+        clf = SVC(kernel="linear", C=C)
+    else:
+        clf = LinearSVC(C=C, random_state=int(rng.integers(2**31 - 1)), max_iter=20000)
+    clf.fit(s.train_x, s.train_y)
+    if list(clf.classes_) != [0, 1]:  # pragma: no cover - sklearn orders binary classes ascending
+        raise RuntimeError(f"unexpected class order {clf.classes_}")
+    return clf
+
+
+def _remaining_accuracy(clf, s: _Split) -> float | None:
+    """InterFaceGAN's sanity number on the middle samples, labelled by the mid-range threshold."""
+    n = s.y.shape[0]
+    if n - 2 * s.chosen <= 0:
+        return None
+    rem_x, rem_s = s.x[s.chosen:-s.chosen], s.y[s.chosen:-s.chosen]
+    threshold = (float(s.y.max()) + float(s.y.min())) / 2
+    return float(np.mean(clf.predict(rem_x) == (rem_s > threshold).astype(np.int64)))
+
+
+def _unit_normal(clf, dim: int) -> tuple[np.ndarray, float]:
+    """Step 5: ``(coef_ / ||coef_|| as (1, D) float64, intercept / ||coef_||)``."""
+    coef = np.asarray(clf.coef_, dtype=np.float64).reshape(1, dim)
+    norm = float(np.linalg.norm(coef))
+    if not np.isfinite(norm) or norm == 0:
+        raise InputError("the SVM found no direction (zero normal); the classes are not separable at all")
+    return coef / norm, float(np.asarray(clf.intercept_, dtype=np.float64).reshape(-1)[0]) / norm
+
+
 def train_boundary(latents: np.ndarray, scores: np.ndarray, *, rng: np.random.Generator, ratio: float = 0.1,
                    split_ratio: float = 0.7, invalid_value: float | None = None,
                    classifier: ClassifierKind = "svc", C: float = 1.0) -> BoundaryTrainResult:
@@ -111,90 +224,20 @@ def train_boundary(latents: np.ndarray, scores: np.ndarray, *, rng: np.random.Ge
         InputError: shapes disagree, non-finite latents, bad ratios, too few valid samples per class
             (at least 2 each for training and validation), or all valid scores equal.
     """
-    from sklearn.svm import SVC, LinearSVC
-
-    x = np.asarray(latents)
-    y = np.asarray(scores)
-    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
-        raise InputError(f"latents: shape {x.shape} dtype {x.dtype}, expected a real (N, D) array")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != x.shape[0]:
-        raise InputError(f"scores: shape {np.asarray(scores).shape}, expected ({x.shape[0]},) or ({x.shape[0]}, 1) "
-                         f"to match latents {x.shape}")
-    if not np.isfinite(x).all():
-        raise InputError("latents: contain NaN/inf values")
-    if not 0 < split_ratio < 1:
-        raise InputError(f"split_ratio={split_ratio}: must be in (0, 1)")
-    if not C > 0:
-        raise InputError(f"C={C}: must be > 0")
-    if classifier not in ("svc", "linearsvc"):
-        raise InputError(f"classifier={classifier!r}: choose 'svc' or 'linearsvc'")
-    if not isinstance(rng, np.random.Generator):
-        raise InputError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-
-    y = y.astype(np.float64)
-    valid = np.isfinite(y)
-    if invalid_value is not None:
-        valid &= y != invalid_value
-    x, y = x[valid].astype(np.float64), y[valid]
-    n = int(y.shape[0])
-    chosen = _num_chosen(n, ratio)
-    num_train = int(chosen * split_ratio)
-    num_val = chosen - num_train
-    if num_train < 2 or num_val < 2:
-        raise InputError(
-            f"only {n} valid samples of {valid.size}: ratio={ratio} gives {chosen} per class ({num_train} train, "
-            f"{num_val} validation); need at least 2 of each: sample more (--num) or raise --ratio"
-        )
-    if float(y.max()) == float(y.min()):
-        raise InputError(f"all {n} valid scores equal {y[0]}; the attribute does not vary, nothing to separate")
-
-    # Stable sort so that ties keep sample order (reproducible across platforms).
-    order = np.argsort(-y, kind="stable")
-    x, y = x[order], y[order]
-    pos_x, neg_x = x[:chosen], x[-chosen:]
-    pos_idx = rng.permutation(chosen)
-    neg_idx = rng.permutation(chosen)
-    pos_x, neg_x = pos_x[pos_idx], neg_x[neg_idx]
-
-    train_x = np.concatenate([pos_x[:num_train], neg_x[:num_train]])
-    train_y = np.concatenate([np.ones(num_train, np.int64), np.zeros(num_train, np.int64)])
-    val_x = np.concatenate([pos_x[num_train:], neg_x[num_train:]])
-    val_y = np.concatenate([np.ones(num_val, np.int64), np.zeros(num_val, np.int64)])
-
-    if classifier == "svc":
-        clf = SVC(kernel="linear", C=C)
-    else:
-        clf = LinearSVC(C=C, random_state=int(rng.integers(2**31 - 1)), max_iter=20000)
-    clf.fit(train_x, train_y)
-    if list(clf.classes_) != [0, 1]:  # pragma: no cover - sklearn orders binary classes ascending
-        raise RuntimeError(f"unexpected class order {clf.classes_}")
-
-    train_acc = float(np.mean(clf.predict(train_x) == train_y))
-    val_acc = float(np.mean(clf.predict(val_x) == val_y))
-
-    remaining_acc = None
-    if n - 2 * chosen > 0:
-        rem_x, rem_s = x[chosen:-chosen], y[chosen:-chosen]
-        threshold = (float(y.max()) + float(y.min())) / 2
-        remaining_acc = float(np.mean(clf.predict(rem_x) == (rem_s > threshold).astype(np.int64)))
-
-    coef = np.asarray(clf.coef_, dtype=np.float64).reshape(1, x.shape[1])
-    norm = float(np.linalg.norm(coef))
-    if not np.isfinite(norm) or norm == 0:
-        raise InputError("the SVM found no direction (zero normal); the classes are not separable at all")
-    boundary = coef / norm
-    intercept = float(np.asarray(clf.intercept_, dtype=np.float64).reshape(-1)[0]) / norm
+    x, y = _check_inputs(latents, scores, rng=rng, split_ratio=split_ratio, classifier=classifier, C=C)
+    s = _split(x, y, rng=rng, ratio=ratio, split_ratio=split_ratio, invalid_value=invalid_value)
+    clf = _fit(s, rng=rng, classifier=classifier, C=C)
+    boundary, intercept = _unit_normal(clf, s.x.shape[1])
     return BoundaryTrainResult(
-        boundary=boundary, train_accuracy=train_acc, val_accuracy=val_acc, remaining_accuracy=remaining_acc,
-        num_samples=int(valid.size), num_valid=n, chosen=chosen, num_train=num_train, num_val=num_val,
-        ratio=float(ratio), split_ratio=float(split_ratio), classifier=classifier, C=float(C),
-        positive_min_score=float(y[chosen - 1]), negative_max_score=float(y[-chosen]), intercept=intercept,
+        boundary=boundary, train_accuracy=float(np.mean(clf.predict(s.train_x) == s.train_y)),
+        val_accuracy=float(np.mean(clf.predict(s.val_x) == s.val_y)), remaining_accuracy=_remaining_accuracy(clf, s),
+        num_samples=s.num_samples, num_valid=int(s.y.shape[0]), chosen=s.chosen, num_train=s.num_train,
+        num_val=s.num_val, ratio=float(ratio), split_ratio=float(split_ratio), classifier=classifier, C=float(C),
+        positive_min_score=float(s.y[s.chosen - 1]), negative_max_score=float(s.y[-s.chosen]), intercept=intercept,
     )
 
 
-def sample_and_score(G, score_fn: ScoreFn, num: int, *, generator: torch.Generator, batch_size: int = 64,
+def sample_and_score(G: Generator, score_fn: ScoreFn, num: int, *, generator: torch.Generator, batch_size: int = 64,
                      space: str | None = None,
                      progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Sample ``num`` latents from ``G``, render them and score the images.

@@ -168,6 +168,28 @@ def _finite(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
 
 
+def _face_fields(ref_emb: np.ndarray, emb: np.ndarray, ref_scores: dict[str, np.ndarray],
+                 scores: dict[str, np.ndarray], keys: Sequence[str]) -> list[dict]:
+    """Per image ``i``: ``face_found``, ``identity_distance`` to ``ref_emb[i]``, ``same_person`` (dlib's
+    threshold, :func:`latentpriv.faces.identity.same_person`) and, per key, the score and its change from
+    ``ref_scores``; ``None`` where no face was found. References broadcast (one original for all)."""
+    from latentpriv.faces.identity import identity_distance, same_person
+
+    n = emb.shape[0]
+    dist = identity_distance(ref_emb, emb)
+    out = []
+    for i in range(n):
+        d = float(dist[i])
+        f: dict = {"face_found": bool(np.isfinite(emb[i]).all()), "identity_distance": _finite(d),
+                   "same_person": None if np.isnan(d) else bool(same_person(d))}
+        for k in keys:
+            ref = np.broadcast_to(ref_scores[k], (n,))
+            f[k] = _finite(float(scores[k][i]))
+            f[f"{k}_change"] = _finite(float(scores[k][i] - ref[i]))
+        out.append(f)
+    return out
+
+
 def evaluate_images(original: np.ndarray, candidates: np.ndarray, *, networks: PerceptualNetworks | None = None,
                     lpips_size: int | None = None, faces: bool = True) -> dict:
     """Compare renders with the original they should resemble.
@@ -192,31 +214,61 @@ def evaluate_images(original: np.ndarray, candidates: np.ndarray, *, networks: P
     if any(c.shape != candidates[0].shape for c in candidates):
         raise InputError("candidates: all renders must have the same size")
     refs = np.broadcast_to(ref, candidates.shape)
-    rows: list[dict] = [{} for _ in range(len(candidates))]
-    for name, values in (("psnr", psnr(refs, candidates)), ("ssim", ssim(refs, candidates))):
-        for r, v in zip(rows, values, strict=True):
-            r[name] = float(v)
-    if networks is not None:
-        for r, v in zip(rows, lpips_distance(refs, candidates, networks, size=lpips_size), strict=True):
-            r["lpips"] = float(v)
+    rows = _image_fields(refs, candidates, networks, lpips_size)
     orig_out: dict = {}
     if faces:
-        from latentpriv.faces.identity import SAME_PERSON_THRESHOLD, identity_distance
-
         o_scores, o_emb = face_analysis(original[None])
         c_scores, c_emb = face_analysis(candidates)
         orig_out["face_found"] = bool(np.isfinite(o_emb).all())
         for k, v in o_scores.items():
             orig_out[k] = _finite(float(v[0]))
-        dist = identity_distance(o_emb, c_emb)
-        for i, r in enumerate(rows):
-            r["face_found"] = bool(np.isfinite(c_emb[i]).all())
-            r["identity_distance"] = _finite(float(dist[i]))
-            r["same_person"] = None if np.isnan(dist[i]) else bool(dist[i] < SAME_PERSON_THRESHOLD)
-            for k, v in c_scores.items():
-                r[k] = _finite(float(v[i]))
-                r[f"{k}_change"] = _finite(float(v[i] - o_scores[k][0]))
+        for r, f in zip(rows, _face_fields(o_emb, c_emb, o_scores, c_scores, list(c_scores)), strict=True):
+            r.update(f)
     return {"original": orig_out, "rows": rows}
+
+
+def _image_fields(base: np.ndarray, images: np.ndarray, networks: PerceptualNetworks | None,
+                  lpips_size: int | None) -> list[dict]:
+    """Per image: ``psnr``, ``ssim`` and (with ``networks``) ``lpips`` against ``base`` (same shapes)."""
+    ps = psnr(base, images)
+    ss = ssim(base, images)
+    lp = lpips_distance(base, images, networks, size=lpips_size) if networks is not None else None
+    rows = []
+    for i in range(images.shape[0]):
+        r = {"psnr": float(ps[i]), "ssim": float(ss[i])}
+        if lp is not None:
+            r["lpips"] = float(lp[i])
+        rows.append(r)
+    return rows
+
+
+def _sweep_originals(base: np.ndarray, before: np.ndarray, attributes: list[str],
+                     faces: bool) -> tuple[list[dict], dict[str, np.ndarray] | None, np.ndarray | None]:
+    """The originals' rows (coordinates, face scores) and their face scores/embeddings for the changes."""
+    o_scores, o_emb = face_analysis(base) if faces else (None, None)
+    originals = []
+    for i in range(before.shape[0]):
+        o = {"latent": i, **{f"coord_{a}": float(before[i, j]) for j, a in enumerate(attributes)}}
+        if faces:
+            o["face_found"] = bool(np.isfinite(o_emb[i]).all())
+            o.update({k: _finite(float(v[i])) for k, v in o_scores.items()})
+        originals.append(o)
+    return originals, o_scores, o_emb
+
+
+def _sweep_draw(latents: np.ndarray, directions: np.ndarray, *, mech: str, eps: float, delta: float,
+                clip_radius: float, center: float | np.ndarray, rng: np.random.Generator | None,
+                layers: Sequence[int] | None, attributes: list[str]):
+    """One release of every latent at (``mech``, ``eps``): the mechanism's result (``.latent``, ``.record``)."""
+    import warnings
+
+    from latentpriv.privacy.mechanisms import privatize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the seed mechanism's warning: recorded in the summary
+        return privatize(latents, directions, epsilon=float(eps),
+                         delta=float(delta) if mech in ("gaussian", "seed") else 0.0, mechanism=mech,
+                         clip_radius=clip_radius, center=center, seed=rng, layers=layers, attributes=attributes)
 
 
 def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, directions: np.ndarray, *,
@@ -250,9 +302,7 @@ def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: n
 
     Nothing here touches the privacy ledger: a sweep measures mechanisms, it does not release.
     """
-    import warnings
-
-    from latentpriv.privacy.mechanisms import coordinates, privatize
+    from latentpriv.privacy.mechanisms import coordinates
 
     latents = np.asarray(latents)
     attributes = list(attributes)
@@ -265,19 +315,13 @@ def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: n
     rng = np.random.default_rng(seed) if seed is not None else None
     say = progress or (lambda msg: None)
 
+    # the originals: rendered once, their coordinates and faces measured once
     base = render(latents)
     before = coordinates(latents, directions, layers=layers)  # [N, k]
     scored = [ATTRIBUTE_SCORE[a] for a in attributes if a in ATTRIBUTE_SCORE]
-    if faces:
-        o_scores, o_emb = face_analysis(base)
-    originals = []
-    for i in range(len(latents)):
-        o = {"latent": i, **{f"coord_{a}": float(before[i, j]) for j, a in enumerate(attributes)}}
-        if faces:
-            o["face_found"] = bool(np.isfinite(o_emb[i]).all())
-            o.update({k: _finite(float(v[i])) for k, v in o_scores.items()})
-        originals.append(o)
+    originals, o_scores, o_emb = _sweep_originals(base, before, attributes, faces)
 
+    # the grid: draw, render, measure each cell; one summary row per cell
     rows: list[dict] = []
     summary: list[dict] = []
     for mech in mechanisms:
@@ -285,42 +329,24 @@ def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: n
             say(f"{mech} epsilon={eps:g}")
             cell: list[dict] = []
             for rep in range(repeats):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # the seed mechanism's warning: recorded in the summary
-                    res = privatize(latents, directions, epsilon=float(eps),
-                                    delta=float(delta) if mech in ("gaussian", "seed") else 0.0, mechanism=mech,
-                                    clip_radius=clip_radius, center=center, seed=rng, layers=layers,
-                                    attributes=attributes)
+                res = _sweep_draw(latents, directions, mech=mech, eps=eps, delta=delta, clip_radius=clip_radius,
+                                  center=center, rng=rng, layers=layers, attributes=attributes)
                 after = coordinates(res.latent, directions, layers=layers)
                 imgs = render(np.asarray(res.latent))
-                ps = psnr(base, imgs)
-                ss = ssim(base, imgs)
-                lp = lpips_distance(base, imgs, networks, size=lpips_size) if networks is not None else None
+                measured = _image_fields(base, imgs, networks, lpips_size)
                 if faces:
-                    from latentpriv.faces.identity import SAME_PERSON_THRESHOLD, identity_distance
-
                     p_scores, p_emb = face_analysis(imgs)
-                    dist = identity_distance(o_emb, p_emb)
-                for i in range(len(latents)):
+                    for m, f in zip(measured, _face_fields(o_emb, p_emb, o_scores, p_scores, scored), strict=True):
+                        m.update(f)
+                for i, m in enumerate(measured):
                     r: dict = {"latent": i, "mechanism": mech, "epsilon": float(eps), "repeat": rep}
                     for j, a in enumerate(attributes):
                         r[f"coord_before_{a}"] = float(before[i, j])
                         r[f"coord_after_{a}"] = float(after[i, j])
                         r[f"coord_change_{a}"] = float(after[i, j] - before[i, j])
-                    r["psnr"] = float(ps[i])
-                    r["ssim"] = float(ss[i])
-                    if lp is not None:
-                        r["lpips"] = float(lp[i])
-                    if faces:
-                        r["face_found"] = bool(np.isfinite(p_emb[i]).all())
-                        r["identity_distance"] = _finite(float(dist[i]))
-                        r["same_person"] = None if np.isnan(dist[i]) else bool(dist[i] < SAME_PERSON_THRESHOLD)
-                        for k in scored:
-                            r[k] = _finite(float(p_scores[k][i]))
-                            r[f"{k}_change"] = _finite(float(p_scores[k][i] - o_scores[k][i]))
-                    cell.append(r)
+                    cell.append({**r, **m})
             rows.extend(cell)
-            summary.append(_summarise(cell, mech, float(eps), attributes, scored, faces, lp is not None,
+            summary.append(_summarise(cell, mech, float(eps), attributes, scored, faces, networks is not None,
                                       res.record.get("guarantee", {}).get("type")))
     return {"rows": rows, "summary": summary, "originals": originals}
 
