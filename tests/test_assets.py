@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
+from http_server import LocalHTTPServer
 
 from latentpriv import assets
 from latentpriv.assets import Asset, Source
@@ -19,43 +18,11 @@ GOOD = bytes(range(256)) * 300  # 76.8 kB: more than one read chunk
 BAD = b"x" * len(GOOD)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    routes: dict = {}
-    hits: dict = {}
-
-    def log_message(self, *args) -> None:  # keep test output clean
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        path = self.path.split("?")[0]
-        self.hits[path] = self.hits.get(path, 0) + 1
-        route = self.routes.get(path)
-        if route is None:
-            self.send_error(404, "Not Found")
-            return
-        body, declared = route() if callable(route) else route
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(declared if declared is not None else len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-        self.close_connection = True
-
-
 @pytest.fixture
 def server():
-    _Handler.routes = {"/good.bin": (GOOD, None), "/bad.bin": (BAD, None),
-                       "/short.bin": (GOOD[:1000], len(GOOD))}
-    _Handler.hits = {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield base, _Handler
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+    routes = {"/good.bin": GOOD, "/bad.bin": BAD, "/short.bin": lambda r: r.body(GOOD[:1000], length=len(GOOD))}
+    with LocalHTTPServer(routes) as srv:
+        yield srv.url, srv
 
 
 @pytest.fixture
@@ -192,7 +159,7 @@ def test_missing_asset_error_text(register, isolated):
 def test_tofu_records_and_enforces_first_hash(server, register, isolated):
     base, handler = server
     payload = {"data": GOOD}
-    handler.routes["/tofu.bin"] = lambda: (payload["data"], None)
+    handler.routes["/tofu.bin"] = lambda r: r.body(payload["data"])
     register("t_tofu", f"{base}/tofu.bin")
     dest = isolated / "dest"
     path = assets.fetch("t_tofu", dest_dir=dest, progress=False)
@@ -212,8 +179,8 @@ def test_stylegan_asset_structure_checked_and_tofu(server, isolated, synthetic_c
     """The real stylegan_ffhq entry: no published hash -> structure check + hash recorded on first fetch."""
     base, handler = server
     ckpt = synthetic_checkpoint(isolated, 8).read_bytes()
-    handler.routes["/stylegan_ffhq.pth"] = (ckpt, None)
-    handler.routes["/not_a_checkpoint.pth"] = (b"<html>Dropbox sign-in page</html>", None)
+    handler.routes["/stylegan_ffhq.pth"] = ckpt
+    handler.routes["/not_a_checkpoint.pth"] = b"<html>Dropbox sign-in page</html>"
     dest = isolated / "dest"
     with pytest.raises(AssetError, match="cannot be loaded as a PyTorch checkpoint"):
         assets.fetch("stylegan_ffhq", dest_dir=dest, progress=False,

@@ -7,7 +7,6 @@ left behind. The whole module runs in well under two minutes on two cores.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -15,16 +14,15 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 from batch_standin import make_task  # tests/ is on sys.path: pytest's default (prepend) import mode
 from click.testing import CliRunner
+from http_server import LocalHTTPServer
 from PIL import Image
 
 from latentpriv import assets
@@ -340,81 +338,10 @@ def test_a_rank_stops_when_its_launcher_is_killed(tmp_path):
 GOOD = bytes(range(256)) * 300   # 76,800 bytes, like the asset
 
 
-class _Evil(BaseHTTPRequestHandler):
-    routes: dict = {}
-    hits: dict = {}
-    sent: dict = {}
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        path = self.path.split("?")[0]
-        self.hits[path] = self.hits.get(path, 0) + 1
-        route = self.routes.get(path)
-        if route is None:
-            self.send_error(404)
-            return
-        with contextlib.suppress(OSError):   # the client hung up: that is the point of most routes
-            route(self)
-        self.close_connection = True
-
-    # behaviours
-    def body(self, data: bytes, ctype: str = "application/octet-stream") -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def drip(self, length: int = len(GOOD), every: float = 0.2) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(length))
-        self.end_headers()
-        for _ in range(length):
-            self.wfile.write(b"x")
-            self.wfile.flush()
-            time.sleep(every)
-
-    def drip_headers(self) -> None:
-        for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Slow: " + b"y" * 10**5:
-            self.wfile.write(bytes([byte]))
-            self.wfile.flush()
-            time.sleep(0.2)
-
-    def flood(self, announce: bool) -> None:
-        self.send_response(200)
-        if announce:
-            self.send_header("Content-Length", str(200 << 20))
-        self.end_headers()
-        block = b"z" * (1 << 16)
-        key = self.path
-        for _ in range((200 << 20) // len(block)):
-            self.wfile.write(block)
-            self.sent[key] = self.sent.get(key, 0) + len(block)
-
-    def redirect(self, where: str) -> None:
-        self.send_response(302)
-        self.send_header("Location", where)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def fail(self, code: int = 503) -> None:
-        self.send_response(code)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
 @pytest.fixture
 def evil():
-    _Evil.routes, _Evil.hits, _Evil.sent = {}, {}, {}
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Evil)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", _Evil
-    httpd.shutdown()
-    httpd.server_close()
+    with LocalHTTPServer() as srv:
+        yield srv.url, srv
 
 
 @pytest.fixture
@@ -442,7 +369,7 @@ def _nothing_left(home: Path) -> None:
 
 def test_slow_drip_meets_the_overall_deadline(evil, home, monkeypatch):
     base, h = evil
-    h.routes["/drip"] = lambda r: r.drip(every=0.1)
+    h.routes["/drip"] = lambda r: r.drip(len(GOOD), every=0.1)
     h.routes["/headers"] = lambda r: r.drip_headers()
     for route in ("/drip", "/headers"):
         name = _asset(monkeypatch, base + route)
@@ -502,7 +429,7 @@ def test_one_retry_on_5xx(evil, home, monkeypatch):
 
 def test_fetch_killed_midway_leaves_a_temp_folder_the_next_fetch_removes(evil, home, monkeypatch):
     base, h = evil
-    h.routes["/drip"] = lambda r: r.drip(every=0.05)
+    h.routes["/drip"] = lambda r: r.drip(len(GOOD), every=0.05)
     h.routes["/good"] = lambda r: r.body(GOOD)
     code = ("import sys; from latentpriv import assets; from latentpriv.assets import Asset, Source; "
             "assets._ensure_builtin(); "
