@@ -796,7 +796,7 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         InputError: bad folder, no inputs, colliding names (raised on every rank).
         BatchInterrupted: SIGTERM/SIGINT arrived; finished items are complete on disk.
     """
-    from latentpriv.runs.distributed import DistEnv, Distributed, RunLock
+    from latentpriv.runs.distributed import DistEnv, Distributed
 
     if dist is None:
         import torch
@@ -808,7 +808,37 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
     started = _now()
     t_start = time.perf_counter()
 
-    # Rank 0 lists the folder and decides the run id; everyone gets the same plan (or the same error).
+    names, run_id, lock = _plan(task, input_dir, outdir, dist, overwrite)
+    items = [BatchItem(index=i, name=n, path=input_dir / n,
+                       seed=None if seed is None else item_seed(seed, n)) for i, n in enumerate(names)]
+    mine = shard_batches(len(items), batch_size, dist.rank, dist.world_size)
+    log.info("%s: rank %d/%d takes %d of %d items in %d batch(es)", task.name, dist.rank, dist.world_size,
+             sum(len(b) for b in mine), len(items), len(mine))
+    runner = _Runner(task, outdir, run_id, dist.rank, _SignalGuard(), overwrite)
+    try:
+        _run_shard(runner, [[items[i] for i in batch] for batch in mine], dist, progress)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    summary = _summarise(runner, dist, len(items), batch_size=batch_size, input_dir=input_dir,
+                         wall=time.perf_counter() - t_start, started=started)
+    if dist.is_main:
+        write_json(outdir / SUMMARY_NAME, summary.to_dict())
+    dist.barrier()  # nobody leaves (and tears the group down) before the summary is on disk
+    if lock is not None:
+        lock.release()
+    return summary
+
+
+def _plan(task: BatchTask, input_dir: Path, outdir: Path, dist: Any, overwrite: bool) -> tuple[list[str], str, Any]:
+    """Phase 1: rank 0 lists the folder, checks the outputs, runs the preflight, creates OUTDIR, takes the
+    run lock and decides the run id; every rank gets the same plan (or raises the same error).
+
+    Returns ``(input names, run id, the lock on rank 0 or None)``.
+    """
+    from latentpriv.runs.distributed import RunLock
+
     plan: dict[str, Any]
     lock = None   # rank 0 holds the output folder's run lock: two runs never write one folder at once
     if dist.is_main:
@@ -831,29 +861,25 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
     plan = dist.broadcast_object(plan)
     if "error" in plan:
         raise _error_class(plan["type"])(plan["error"])
-    names = plan["names"]
-    run_id = plan["run_id"]
-    items = [BatchItem(index=i, name=n, path=input_dir / n,
-                       seed=None if seed is None else item_seed(seed, n)) for i, n in enumerate(names)]
-    mine = shard_batches(len(items), batch_size, dist.rank, dist.world_size)
-    n_mine = sum(len(b) for b in mine)
-    log.info("%s: rank %d/%d takes %d of %d items in %d batch(es)", task.name, dist.rank, dist.world_size,
-             n_mine, len(items), len(mine))
+    return plan["names"], plan["run_id"], lock
 
-    guard = _SignalGuard()
-    runner = _Runner(task, outdir, run_id, dist.rank, guard, overwrite)
+
+def _run_shard(runner: _Runner, batches: list[list[BatchItem]], dist: Any, progress: bool) -> None:
+    """Phase 2: this rank's batches, one after the other, under the signal guard (tqdm bar on rank 0)."""
+    task = runner.task
+    n_mine = sum(len(b) for b in batches)
     bar = None
     if progress and dist.is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=n_mine, desc=f"{task.name} (rank 0 of {dist.world_size})" if dist.world_size > 1
                    else task.name, unit="item", leave=False)
-    guard.install()
+    runner.guard.install()
     try:
-        for batch in mine:
-            guard.check()
+        for batch in batches:
+            runner.guard.check()
             before = runner.finished
-            runner.run_batch([items[i] for i in batch])
+            runner.run_batch(batch)
             if bar is not None:
                 bar.update(runner.finished - before)
                 bar.set_postfix(ok=runner.counts["ok"], skipped=runner.counts["skipped"],
@@ -862,41 +888,32 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         exc.done = runner.finished
         log.warning("%s: rank %d interrupted after %d of its %d items; rerun the same command to resume",
                     task.name, dist.rank, runner.finished, n_mine)
-        if lock is not None:
-            lock.release()
-        raise
-    except BaseException:
-        if lock is not None:
-            lock.release()
         raise
     finally:
-        guard.restore()
+        runner.guard.restore()
         if bar is not None:
             bar.close()
 
-    # Combine the ranks' counts; every rank learns the totals (and so the exit code).
+
+def _summarise(runner: _Runner, dist: Any, total: int, *, batch_size: int, input_dir: Path, wall: float,
+               started: str) -> BatchSummary:
+    """Phase 3: combine the ranks' counts; every rank learns the totals (and so the exit code)."""
     mine_counts = {"counts": runner.counts, "failed": runner.failed, "errors": runner.errors}
     gathered = dist.all_gather_object(mine_counts)
     totals = {s: sum(g["counts"][s] for g in gathered) for s in STATUSES}
     failed_items = sorted(name for g in gathered for name in g["failed"])
     errors = {name: error for g in gathered for name, error in g["errors"].items()}
-    wall = time.perf_counter() - t_start
     summary = BatchSummary(
-        command=task.name, run_id=run_id, input_dir=str(input_dir), outdir=str(outdir),
-        world_size=dist.world_size, batch_size=batch_size, total=len(items), ok=totals["ok"],
+        command=runner.task.name, run_id=runner.run_id, input_dir=str(input_dir), outdir=str(runner.outdir),
+        world_size=dist.world_size, batch_size=batch_size, total=total, ok=totals["ok"],
         skipped=totals["skipped"], failed=totals["failed"], failed_items=failed_items,
         errors={name: errors[name] for name in failed_items}, wall_seconds=round(wall, 3),
         items_per_hour=round(totals["ok"] / wall * 3600, 1) if totals["ok"] and wall > 0 else None,
-        config_sha256=task.config_sha256, started=started, finished=_now(),
+        config_sha256=runner.task.config_sha256, started=started, finished=_now(),
     )
     accounted = summary.ok + summary.skipped + summary.failed
     if accounted != summary.total:  # would be a bug in sharding; never report a partial run as complete
         raise RuntimeError(f"batch accounting error: {accounted} results for {summary.total} items")
-    if dist.is_main:
-        write_json(outdir / SUMMARY_NAME, summary.to_dict())
-    dist.barrier()  # nobody leaves (and tears the group down) before the summary is on disk
-    if lock is not None:
-        lock.release()
     return summary
 
 
