@@ -1,6 +1,6 @@
 """torchrun environment parsing, device choice and the single-process no-op group.
 
-The real multi-process path (gloo over two ranks) runs in tests/test_batch.py under torchrun.
+The real multi-process path (gloo over two ranks) runs in tests/test_runs_torchrun.py under torchrun.
 """
 
 from __future__ import annotations
