@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from latentpriv.errors import ConfigError
+from latentpriv.privacy.coordinate_mechanisms import MECHANISMS
 
 
 def _warn(msg: str) -> None:
@@ -35,7 +35,7 @@ def _warn(msg: str) -> None:
               help="Folder of .npy latents to attack instead of sampled faces.")
 @click.option("--space", type=click.Choice(["z", "w", "wp"]), default=None,
               help="Latent space (default: the model's: z for dcgan64, w for StyleGAN).")
-@click.option("--mechanism", type=click.Choice(["laplace", "gaussian", "rr", "seed"]), default="laplace",
+@click.option("--mechanism", type=click.Choice(MECHANISMS), default="laplace",
               show_default=True, help="The release's mechanism (seed: the research notebook's, no guarantee).")
 @click.option("--delta", type=float, default=None, help="delta for gaussian/seed (e.g. 1e-5).")
 @click.option("--clip-radius", type=float, default=3.0, show_default=True, help="Clamp radius B.")
@@ -70,54 +70,26 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
     a classifier on the released residual and one on the private render (outside the guarantee), dlib
     identity and LPIPS. See docs/attack.md.
     """
+    from tqdm.auto import tqdm
+
     from latentpriv.cli.options import parse_epsilons
-    from latentpriv.cli.privatize import (
-        load_generator_for,
-        load_latent_input,
-        parse_center,
-        render_latents,
-        resolve_center,
-        resolve_covariance,
-        validate_common,
-    )
+    from latentpriv.cli.privatize import parse_center
     from latentpriv.evaluate import attack_run
-    from latentpriv.evaluate.latents import sample_latents, stack_latents
     from latentpriv.outputs import check_outputs
+    from latentpriv.privacy.coordinate_mechanisms import validate_params
 
     if not attrs and not boundary_files:
         raise click.UsageError("give the protected attribute: --attr NAME (or --boundary FILE)")
     eps = parse_epsilons(epsilons)
-    delta_v = validate_common(mechanism, delta, None)
+    delta_v = validate_params(mechanism, delta)
     check_outputs([outdir / name for name in attack_run.OUTPUT_NAMES], overwrite=overwrite, option="-o")
-    if seed is None:
-        seed = secrets.randbits(31)
-    center_value = parse_center(center)
-    G = load_generator_for(weights, model, device)
-    if latents_dir is not None:
-        parts = [load_latent_input(p, space=space, model=model, generator=G)
-                 for p in attack_run.latent_files(latents_dir)]
-        test, sp = stack_latents(parts, f"{latents_dir}: latents in different spaces ({{spaces}}); "
-                                        "keep one space per folder")
-        test = test[:num]
-        source: dict = {"latents": str(latents_dir), "files": [str(p.path) for p in parts]}
-    else:
-        sp = space or str(G.default_space)
-        if sp == "wp":
-            raise ConfigError("sampling draws Z/W latents; for W+ pass --latents DIR")
-        test = sample_latents(G, num, sp, int(attack_run.seed_streams(seed)[0]))
-        source = {"samples": num, "seed_stream": "numpy SeedSequence(seed)[0]"}
     settings = attack_run.AttackSettings(
-        model=model, epsilons=eps, mechanism=mechanism, delta=delta_v, clip_radius=clip_radius, seed=seed,
-        seed_noise=seed_noise, ledger_path=ledger_path, decorrelate=decorrelate, train_num=train_num, faces=faces,
-        lpips=lpips, workers=workers)
-    from tqdm.auto import tqdm
-
-    out = attack_run.run_attack_files(
-        G, test, sp, source, outdir, settings, attrs=attrs, boundary_files=boundary_files,
-        center_of=lambda dirs, space_: resolve_center(center_value, dirs, space_, G),
-        covariance_of=lambda space_: resolve_covariance(decorrelate, weights or model, space_, device=device,
-                                                        warn_fn=_warn),
-        render=lambda x: render_latents(G, x, sp), warn=_warn, progress=lambda **kw: tqdm(leave=False, **kw))
+        model=model, epsilons=eps, attrs=attrs, boundary_files=boundary_files, weights=weights, device=device,
+        num=num, latents_dir=latents_dir, space=space, mechanism=mechanism, delta=delta_v, clip_radius=clip_radius,
+        center=parse_center(center), seed=secrets.randbits(31) if seed is None else seed, seed_noise=seed_noise,
+        ledger_path=ledger_path, decorrelate=decorrelate, train_num=train_num, faces=faces, lpips=lpips,
+        workers=workers)
+    out = attack_run.run_attack_files(outdir, settings, warn=_warn, progress=lambda **kw: tqdm(leave=False, **kw))
     for r in out["results"]:
         adv = r["adversaries"]
         fmt = lambda a: "-" if a.get("accuracy") is None else f"{a['accuracy']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]"  # noqa: E731

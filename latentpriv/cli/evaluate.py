@@ -20,8 +20,7 @@ from pathlib import Path
 import click
 
 from latentpriv.cli.options import parse_epsilons, with_threads
-
-MECHANISMS = ("laplace", "gaussian", "rr", "seed")
+from latentpriv.privacy.coordinate_mechanisms import MECHANISMS
 
 
 def _warn(msg: str) -> None:
@@ -125,9 +124,14 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
             from latentpriv.evaluate.plots import pyplot
 
             pyplot()  # no matplotlib: say so before the sweep's work, not after it
-        result = _sweep(model, weights, latents_files, samples, sample_seed, attrs, boundary_files, space, eps,
-                        mechs, delta, clip_radius, center, None if secure_noise else seed, repeats, layers, lpips,
-                        lpips_size, faces, device)
+        from latentpriv.cli.privatize import parse_center, parse_layers
+
+        result = report.sweep_model(
+            model, weights=weights, latents_files=latents_files, samples=samples, sample_seed=sample_seed,
+            attrs=attrs, boundary_files=boundary_files, space=space, center=parse_center(center), layers=layers,
+            layer_indices=parse_layers(layers), device=device, warn=_warn, epsilons=eps, mechanisms=mechs, delta=delta,
+            clip_radius=clip_radius, seed=None if secure_noise else seed, repeats=repeats, lpips=lpips,
+            lpips_size=lpips_size, faces=faces)
         lines = report.format_table(result["summary"], report.sweep_columns(result))
         rows_for_csv = result["rows"]
     else:
@@ -175,39 +179,3 @@ def _boundaries(attrs, boundary_files, model: str, space: str | None) -> list:
 
     sp = space or model_default_space(model) or "w"
     return [resolve_attr(a, model=model, space=sp) for a in attrs] + [load_boundary(f) for f in boundary_files]
-
-
-def _sweep(model, weights, latents_files, samples, sample_seed, attrs, boundary_files, space, epsilons, mechanisms,
-           delta, clip_radius, center, seed, repeats, layers, lpips, lpips_size, faces, device) -> dict:
-    from latentpriv.cli.privatize import (
-        load_generator_for,
-        load_latent_input,
-        parse_center,
-        parse_layers,
-        render_latents,
-        resolve_center,
-    )
-    from latentpriv.edit.boundaries import resolve_directions
-    from latentpriv.errors import ConfigError
-    from latentpriv.evaluate.latents import sample_latents, stack_latents
-    from latentpriv.evaluate.report import sweep_report
-
-    G = load_generator_for(weights, model, device)
-    if latents_files:
-        parts = [load_latent_input(p, space=space, model=model, generator=G) for p in latents_files]
-        lat, sp = stack_latents(parts, "--latents files are in different latent spaces; sweep them separately")
-        source: dict = {"latents": [str(p) for p in latents_files]}
-    else:
-        n, sp = samples or 8, space or str(G.default_space)
-        if sp == "wp":
-            raise ConfigError("--samples draws Z/W latents; for W+ pass --latents from `latentpriv invert`")
-        lat = sample_latents(G, n, sp, sample_seed)
-        source = {"samples": n, "sample_seed": sample_seed, "space": sp}
-    dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, model=model, space=sp,
-                                      dim=lat.shape[-1])
-    centers, center_mode = resolve_center(parse_center(center), dirs, sp, G)
-    return sweep_report(lambda x: render_latents(G, x, sp), lat, dirs, boundaries=bounds, generator_info=G.info(),
-                        space=sp, source=source, epsilons=epsilons, mechanisms=mechanisms, delta=delta,
-                        clip_radius=clip_radius, centers=centers, center_mode=center_mode, seed=seed,
-                        repeats=repeats, layers=layers, layer_indices=parse_layers(layers), lpips=lpips,
-                        lpips_size=lpips_size, faces=faces, device=device, warn=_warn)

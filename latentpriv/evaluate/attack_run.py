@@ -2,8 +2,8 @@
 the files ``OUTDIR/attack.json``, ``attack.csv`` and ``attack.png`` around
 :func:`latentpriv.evaluate.attack.run_attack`. See docs/attack.md.
 
-Test faces are sampled (or read) by the caller; the adversaries' own training faces are further samples of
-the model. Seeds: one user seed (recorded) feeds :func:`seed_streams`.
+Test faces are samples of the model or the user's latents; the adversaries' own training faces are further
+samples of the model. Seeds: one user seed (recorded) feeds :func:`seed_streams`.
 """
 
 from __future__ import annotations
@@ -44,13 +44,22 @@ def latent_files(folder: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class AttackSettings:
-    """The attack's options (``latentpriv attack``'s flags of the same names)."""
+    """The attack's options (``latentpriv attack``'s flags of the same names; ``center`` a number or
+    ``"auto"``, ``seed`` already drawn when the user gave none)."""
 
     model: str
     epsilons: Sequence[float]
+    attrs: Sequence[str] = ()
+    boundary_files: Sequence[Path] = ()
+    weights: str | None = None
+    device: str = "auto"
+    num: int = 1000
+    latents_dir: Path | None = None
+    space: str | None = None
     mechanism: str = "laplace"
     delta: float = 0.0
     clip_radius: float = 3.0
+    center: str | float = 0.0
     seed: int = 0
     seed_noise: bool = False
     ledger_path: Path | None = None
@@ -59,6 +68,25 @@ class AttackSettings:
     faces: bool = True
     lpips: bool = True
     workers: int = 0
+
+
+def faces_to_attack(G: Any, s: AttackSettings, warn: Callable[[str], None]) -> tuple[np.ndarray, str, dict]:
+    """The faces attacked: ``(latents, space, source)``, the first ``num`` of ``latents_dir``'s files or
+    ``num`` samples of ``G`` (seed stream 0)."""
+    from latentpriv.evaluate.latents import sample_latents, stack_latents
+    from latentpriv.io import load_latent_input
+
+    if s.latents_dir is not None:
+        files = latent_files(s.latents_dir)
+        parts = [load_latent_input(p, space=s.space, model=s.model, generator=G, warn=warn) for p in files]
+        test, sp = stack_latents(parts, f"{s.latents_dir}: latents in different spaces ({{spaces}}); "
+                                        "keep one space per folder")
+        return test[:s.num], sp, {"latents": str(s.latents_dir), "files": [str(p) for p in files]}
+    sp = s.space or str(G.default_space)
+    if sp == "wp":
+        raise ConfigError("sampling draws Z/W latents; for W+ pass --latents DIR")
+    test = sample_latents(G, s.num, sp, int(seed_streams(s.seed)[0]))
+    return test, sp, {"samples": s.num, "seed_stream": "numpy SeedSequence(seed)[0]"}
 
 
 def _quiet(fn: Callable[[], Any]) -> Any:
@@ -120,35 +148,33 @@ def _networks(G: Any, want: bool, warn: Callable[[str], None]) -> tuple[Any, str
         return None, why
 
 
-def run_attack_files(G: Any, test: np.ndarray, space: str, source: dict, outdir: Path, s: AttackSettings, *,
-                     attrs: Sequence[str], boundary_files: Sequence[Path],
-                     center_of: Callable[[np.ndarray, str], tuple[np.ndarray, str]],
-                     covariance_of: Callable[[str], Any], render: Callable[[np.ndarray], np.ndarray],
-                     warn: Callable[[str], None] = log.warning, progress: Callable[..., Any] | None = None) -> dict:
-    """Attack ``test`` (latents ``[N, D]`` / ``[N, L, D]`` in ``space``) and write ``outdir``'s files.
-
-    ``center_of(directions, space)`` -> (centers, description) and ``covariance_of(space)`` -> the latent
-    covariance or None resolve ``--center`` and ``--decorrelate``; ``render``: latents -> uint8 images.
-    Returns the ``latentpriv.attack/1`` record, with ``files``: the paths written (no attack.png without
-    matplotlib: a warning says so).
+def run_attack_files(outdir: Path, s: AttackSettings, *, warn: Callable[[str], None] = log.warning,
+                     progress: Callable[..., Any] | None = None) -> dict:
+    """Attack the test faces of ``s`` (:func:`faces_to_attack`) with ``s.model``'s generator and write ``outdir``'s
+    files. ``progress``: a tqdm-like factory for bars. Returns the ``latentpriv.attack/1`` record, with
+    ``files``: the paths written (no attack.png without matplotlib: a warning says so).
     """
     from latentpriv.edit.boundaries import resolve_directions
     from latentpriv.evaluate.attack import AttackData, run_attack
     from latentpriv.evaluate.latents import sample_latents
+    from latentpriv.models.render import load_generator_for, render_latents
     from latentpriv.privacy.mechanisms import orthonormalize, split_basis
+    from latentpriv.runs.privatize import resolve_center, resolve_covariance
 
     started = time.time()
     seeds = seed_streams(s.seed)
+    G = load_generator_for(s.weights, s.model, s.device)
+    test, space, source = faces_to_attack(G, s, warn)
     train_space = "w" if space == "wp" else space
     train = sample_latents(G, s.train_num or test.shape[0], train_space, int(seeds[1]))
     if space == "wp":  # the adversaries' W+ training faces: W tiled over the layers, as the mapping gives them
         train = np.repeat(train[:, None, :], test.shape[1], axis=1)
-    dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, model=s.model, space=train_space,
-                                      dim=test.shape[-1])
+    dirs, bounds = resolve_directions(attrs=s.attrs, boundary_files=s.boundary_files, model=s.model,
+                                      space=train_space, dim=test.shape[-1])
     dirs = orthonormalize(dirs)
     names = [b.attribute or b.name for b in bounds]
-    centers, center_mode = center_of(dirs, space)
-    covariance = covariance_of(train_space)
+    centers, center_mode = resolve_center(s.center, dirs, space, G)
+    covariance = resolve_covariance(s.decorrelate, s.weights or s.model, train_space, device=s.device, warn_fn=warn)
     if s.mechanism == "seed" and covariance is not None:
         if s.decorrelate:
             raise ConfigError("--mechanism seed is the notebook's orthogonal step; drop --decorrelate")
@@ -163,7 +189,8 @@ def run_attack_files(G: Any, test: np.ndarray, space: str, source: dict, outdir:
 
     data = AttackData(test=test, train=train, directions=dirs, centers=centers, attributes=names,
                       split_basis=split_basis(dirs, covariance))
-    result = run_attack(data, epsilons=s.epsilons, release=release, train_release=train_release, render=render,
+    result = run_attack(data, epsilons=s.epsilons, release=release, train_release=train_release,
+                        render=lambda x: render_latents(G, x, space),
                         networks=networks, faces=s.faces, seed=int(s.seed), progress=progress,
                         face_workers=s.workers or len(os.sched_getaffinity(0)))
     if skipped_lpips:

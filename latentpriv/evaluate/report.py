@@ -329,3 +329,38 @@ def sweep_report(render: Callable[[np.ndarray], np.ndarray], latents: np.ndarray
     if "seed" in mechanisms:
         warn("mechanism 'seed' (research notebook) gives NO differential-privacy guarantee; shown for comparison")
     return out
+
+
+def sweep_model(model: str, *, weights: str | None = None, latents_files: Sequence[Path] = (),
+                samples: int | None = None, sample_seed: int = 0, attrs: Sequence[str] = (),
+                boundary_files: Sequence[Path] = (), space: str | None = None, center: str | float = 0.0,
+                layers: str | None = None, layer_indices: list[int] | None = None, device: str = "auto",
+                warn: Warn = log.warning, **grid: Any) -> dict:
+    """:func:`sweep_report` on ``model``'s generator (``weights``: another file or name of it): the latents of
+    ``latents_files`` (one space), else ``samples`` faces (default 8) drawn with ``sample_seed``; the
+    directions of ``attrs`` / ``boundary_files``; ``center`` a number or ``"auto"``. ``grid``: the
+    remaining keyword arguments of :func:`sweep_report` (epsilons, mechanisms, delta, ...)."""
+    from latentpriv.edit.boundaries import resolve_directions
+    from latentpriv.errors import ConfigError
+    from latentpriv.evaluate.latents import sample_latents, stack_latents
+    from latentpriv.io import load_latent_input
+    from latentpriv.models.render import load_generator_for, render_latents
+    from latentpriv.runs.privatize import resolve_center
+
+    G = load_generator_for(weights, model, device)
+    if latents_files:
+        parts = [load_latent_input(p, space=space, model=model, generator=G, warn=warn) for p in latents_files]
+        lat, sp = stack_latents(parts, "--latents files are in different latent spaces; sweep them separately")
+        source: dict = {"latents": [str(p) for p in latents_files]}
+    else:
+        n, sp = samples or 8, space or str(G.default_space)
+        if sp == "wp":
+            raise ConfigError("--samples draws Z/W latents; for W+ pass --latents from `latentpriv invert`")
+        lat = sample_latents(G, n, sp, sample_seed)
+        source = {"samples": n, "sample_seed": sample_seed, "space": sp}
+    dirs, bounds = resolve_directions(attrs=attrs, boundary_files=boundary_files, model=model, space=sp,
+                                      dim=lat.shape[-1])
+    centers, center_mode = resolve_center(center, dirs, sp, G)
+    return sweep_report(lambda x: render_latents(G, x, sp), lat, dirs, boundaries=bounds, generator_info=G.info(),
+                        space=sp, source=source, centers=centers, center_mode=center_mode, layers=layers,
+                        layer_indices=layer_indices, device=device, warn=warn, **grid)
