@@ -138,10 +138,10 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
         for name, val in (("--plot", plot_path), ("--latents", latents_files), ("--samples", samples)):
             if val:
                 raise click.UsageError(f"{name} applies to --sweep only")
-        orig, items = report.compare_items(run_dir, original, recon, private)
-        result = report.compare_report(orig, items, boundaries=_boundaries(attrs, boundary_files, model, space),
-                                       lpips=lpips, lpips_size=lpips_size, faces=faces, device=device, warn=_warn)
-        check_outputs([json_path, csv_path], overwrite=overwrite, inputs=[orig, *(p for _, p in items)],
+        result = report.compare_files(run_dir, original=original, recon=recon, private=private, attrs=attrs,
+                                      boundary_files=boundary_files, model=model, space=space, lpips=lpips,
+                                      lpips_size=lpips_size, faces=faces, device=device, warn=_warn)
+        check_outputs([json_path, csv_path], overwrite=overwrite, inputs=report.compare_inputs(result),
                       option="output file")
         rows = [{**r, "file": Path(r["file"]).name} for r in result["rows"]]
         lines = report.format_table(rows, report.compare_columns(result))
@@ -172,10 +172,3 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
         raise click.ClickException(f"{result['errors']} of {len(result['rows'])} input files could not be "
                                    "evaluated (see their error column); fix or remove them")
 
-
-def _boundaries(attrs, boundary_files, model: str, space: str | None) -> list:
-    from latentpriv.edit.boundaries import load_boundary, resolve_attr
-    from latentpriv.models.registry import model_default_space
-
-    sp = space or model_default_space(model) or "w"
-    return [resolve_attr(a, model=model, space=sp) for a in attrs] + [load_boundary(f) for f in boundary_files]

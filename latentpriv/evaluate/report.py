@@ -287,6 +287,27 @@ def compare_report(original: Path, items: list[tuple[str, Path]], *, boundaries:
     return result
 
 
+def compare_files(run_dir: Path | None = None, *, original: Path | None = None, recon: Path | None = None,
+                  private: Sequence[Path] = (), attrs: Sequence[str] = (), boundary_files: Sequence[Path] = (),
+                  model: str = "stylegan_ffhq", space: str | None = None, warn: Warn = log.warning,
+                  **options: Any) -> dict:
+    """:func:`compare_report` of a run directory or of the given files (:func:`compare_items`), with the
+    coordinates along ``attrs`` (boundaries of ``model`` in ``space``, default the model's) and
+    ``boundary_files``. ``options``: :func:`compare_report`'s lpips, lpips_size, faces, device."""
+    from latentpriv.edit.boundaries import load_boundary, resolve_attr
+    from latentpriv.models.registry import model_default_space
+
+    orig, items = compare_items(run_dir, original, recon, private)
+    sp = space or model_default_space(model) or "w"
+    boundaries = [resolve_attr(a, model=model, space=sp) for a in attrs] + [load_boundary(f) for f in boundary_files]
+    return compare_report(orig, items, boundaries=boundaries, warn=warn, **options)
+
+
+def compare_inputs(result: dict) -> list[Path]:
+    """The files a compare report read (never to be overwritten by its outputs)."""
+    return [Path(result["original"]["file"]), *(Path(r["file"]) for r in result["rows"])]
+
+
 # ------------------------------------------------------------------------------------- sweep
 
 
