@@ -73,18 +73,13 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
     check_outputs([output, output.with_suffix(".json")], overwrite=overwrite, inputs=inputs)
     if save_samples is not None:
         check_outputs([save_samples / "latents.npy"], overwrite=overwrite, inputs=inputs, option="--save-samples")
-    if latents_file is not None:
-        data = training_run.data_from_files(latents_file, scores_file, model=model, space=space)
-    elif model is None:
-        raise InputError("--model is required unless --latents/--scores are given (e.g. --model dcgan64)")
-    else:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        data = training_run.data_from_model(model, attribute, num=num, seed=seed, space=space, batch_size=batch_size,
-                                            device=device, save_samples=save_samples,
-                                            progress=lambda **kw: tqdm(leave=False, **kw))
-    result, npy, js = training_run.train_to_file(data, output, attribute=attribute, seed=seed, ratio=ratio,
-                                                 split_ratio=split_ratio, classifier=classifier, C=C)
+    result, npy, js = training_run.train_command(
+        output, attribute=attribute, model=model, latents_file=latents_file, scores_file=scores_file, num=num,
+        seed=seed, space=space, batch_size=batch_size, device=device, save_samples=save_samples,
+        progress=lambda **kw: tqdm(leave=False, **kw), ratio=ratio, split_ratio=split_ratio, classifier=classifier,
+        C=C)
     click.echo(
         f"{attribute}: validation accuracy {result.val_accuracy:.3f} (train {result.train_accuracy:.3f}; "
         f"{result.num_valid}/{result.num_samples} valid scores, {result.chosen} per class)", err=True,

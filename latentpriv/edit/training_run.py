@@ -130,6 +130,23 @@ def train_to_file(data: TrainingData, output: Path, *, attribute: str, seed: int
     return result, npy, js
 
 
+def train_command(output: Path, *, attribute: str, model: str | None = None, latents_file: Path | None = None,
+                  scores_file: Path | None = None, num: int = 2000, seed: int = 0, space: str | None = None,
+                  batch_size: int = 64, device: str = "auto", save_samples: Path | None = None,
+                  progress: Callable[..., Any] | None = None, **training: Any) -> tuple[Any, Path, Path]:
+    """``boundary train``: the data (:func:`data_from_files` when ``latents_file`` is given, else
+    :func:`data_from_model`), then :func:`train_to_file` with ``training`` (ratio, split_ratio, classifier, C).
+    Returns ``(BoundaryTrainResult, npy path, json path)``."""
+    if latents_file is not None:
+        data = data_from_files(latents_file, scores_file, model=model, space=space)
+    elif model is None:
+        raise InputError("--model is required unless --latents/--scores are given (e.g. --model dcgan64)")
+    else:
+        data = data_from_model(model, attribute, num=num, seed=seed, space=space, batch_size=batch_size, device=device,
+                               save_samples=save_samples, progress=progress)
+    return train_to_file(data, output, attribute=attribute, seed=seed, **training)
+
+
 def boundary_row(b: Any) -> dict:
     """A boundary description (dataclass or dict from :func:`latentpriv.edit.boundaries.list_boundaries`) as the
     plain dict ``boundary list --json`` prints."""
