@@ -96,10 +96,11 @@ def parse_split(value: str | None) -> list[float] | None:
 
 
 def validate_common(mechanism: str, delta: float | None, max_epsilon: float | None) -> float:
-    """The delta to pass on (0.0 when absent); ConfigError for a delta the mechanism needs or refuses."""
+    """The delta to pass on (0.0 when absent); ConfigError for a delta the mechanism needs or refuses, or a
+    bad ``--max-epsilon`` (the mechanism's own rule: :func:`~latentpriv.privacy.coordinate_mechanisms.validate_params`)."""
     from latentpriv.privacy.coordinate_mechanisms import validate_params
 
-    return validate_params(mechanism, delta, max_epsilon=max_epsilon)   # the mechanisms' own delta rules
+    return validate_params(mechanism, delta, max_epsilon=max_epsilon)
 
 
 @dataclass(frozen=True)
