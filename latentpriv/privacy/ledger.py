@@ -1121,7 +1121,8 @@ class Ledger:
 def _legacy_spend(e: Mapping[str, Any]) -> Spend:
     mech = str(e.get("mechanism", "?"))
     eps, delta, rho = e.get("epsilon"), e.get("delta") or 0.0, e.get("rho_zcdp")
-    if e.get("guarantee") == "none" or (eps is None and mech == "seed"):
+    registered = _registered(mech)
+    if e.get("guarantee") == "none" or (eps is None and registered is not None and not registered.private):
         return Spend(mech, None, 0.0, None, unbounded="a seed-mechanism release (no guarantee)").validate()
     if eps is None:
         raise ValueError("epsilon missing")

@@ -130,7 +130,6 @@ def _residual_r2(covariance: Any, dirs: np.ndarray, u: np.ndarray) -> dict[str, 
     return out
 
 
-
 def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, mechanism: str = "laplace",
               clip_radius: float = 3.0, center: Any = 0.0, seed: int | np.random.Generator | None = None,
               epsilon_split: Sequence[float] | None = None, layers: Sequence[int] | None = None,
