@@ -10,36 +10,22 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
 from latentpriv.privacy.coordinate_mechanisms import MECHANISMS, validate_params
 
 
-def cli_reader(x: np.ndarray, space: str) -> np.ndarray:
-    """``x`` as ``latentpriv privatize FILE --space SPACE`` reads it from a file and hands it to the release."""
-    import tempfile
-
-    from latentpriv.cli.privatize import load_latent_input
-    from latentpriv.errors import LatentprivError
-
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "latent.npy"
-        np.save(path, x)
-        try:
-            return load_latent_input(path, space=space, model="dcgan64" if space == "z" else "stylegan_ffhq").latent
-        except LatentprivError as exc:  # name the file as a user would see it, not the temp path
-            raise type(exc)(str(exc).replace(str(path), "INPUT.npy")) from None
-
-
 def _artifact(epsilon: float | None, trials: int | None, lattice_trials: int | None, confidence: float, quick: bool,
               output: Path | None, as_json: bool) -> None:
+    import functools
+
+    from latentpriv.cli.privatize import warn
     from latentpriv.io import write_json
-    from latentpriv.privacy.artifact_audit import audit_artifact, default_pairs
+    from latentpriv.privacy.artifact_audit import audit_artifact, default_pairs, file_reader
 
     trials = trials or (300 if quick else 20_000)
     lattice = lattice_trials or min(trials, 2_000)
     result = audit_artifact(default_pairs(quick=quick, epsilon=epsilon or 1.0), trials=trials, lattice_trials=lattice,
-                            confidence=confidence, read_input=cli_reader,
+                            confidence=confidence, read_input=functools.partial(file_reader, warn=warn),
                             progress=None if as_json else (lambda pa: click.echo(pa.summary())))
     if output is not None:
         write_json(output, result.as_dict())

@@ -51,6 +51,7 @@ __all__ = [
     "PairAudit",
     "audit_artifact",
     "default_pairs",
+    "file_reader",
     "make_pair",
     "npy_bytes",
     "privatize_release",
@@ -64,6 +65,25 @@ _CHUNK_ELEMENTS = 2_000_000
 
 Release = Callable[[np.ndarray, "NeighbourPair", Any], tuple[np.ndarray, dict]]
 Reader = Callable[[np.ndarray, str], np.ndarray]
+
+
+def file_reader(x: np.ndarray, space: str, *, warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """A :data:`Reader`: ``x`` as ``latentpriv privatize FILE --space SPACE`` reads it from a file and hands it to
+    the release (:func:`latentpriv.io.load_latent_input`; dcgan64 for Z, stylegan_ffhq otherwise)."""
+    import tempfile
+    from pathlib import Path
+
+    from latentpriv.errors import LatentprivError
+    from latentpriv.io import load_latent_input
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "latent.npy"
+        np.save(path, x)
+        try:
+            return load_latent_input(path, space=space, model="dcgan64" if space == "z" else "stylegan_ffhq",
+                                     warn=warn).latent
+        except LatentprivError as exc:  # name the file as a user would see it, not the temp path
+            raise type(exc)(str(exc).replace(str(path), "INPUT.npy")) from None
 
 
 @dataclass(frozen=True)
