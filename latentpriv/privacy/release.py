@@ -1,14 +1,19 @@
 """One accounted release: the budget check, the draw, the write and the charge, in a crash-safe order.
 
-``latentpriv privatize FILE``, the batch engine (``privatize DIR``, torchrun shards) and ``sweep`` release
-through :func:`accounted_release`, so they refuse, warn, count and describe a release the same way:
+``latentpriv privatize FILE``, the batch engine (``privatize DIR``, torchrun shards), ``sweep`` (several
+settings in one transaction) and ``attack --ledger`` release through :func:`accounted_release`, so they
+refuse, warn, count and describe a release the same way:
 
 1. the output folder is probed for writing (a read-only or missing folder fails before anything is charged);
+   the mechanism is calibrated once (:func:`~latentpriv.privacy.mechanisms.calibrate`) and the release prepared
+   (:func:`~latentpriv.privacy.mechanisms.prepare_release`: every check before a draw); the charge is that
+   mechanism's own spend, the protection profile that of the prepared directions and split;
 2. one ledger transaction checks every face's prospective total against ``max_epsilon`` and files a
    *pending* charge (:class:`~latentpriv.errors.PrivacyBudgetError` and nothing filed or drawn when a face
    would go over, unless ``force``); pending charges count against the budget;
-3. the noise is drawn (:func:`~latentpriv.privacy.mechanisms.privatize`) and the sha256 of the output's
-   bytes is recorded with the pending charge;
+3. the same prepared release draws the noise (:meth:`~latentpriv.privacy.mechanisms.PreparedRelease.draw`), so
+   the record states the spend that was charged, and the sha256 of the output's bytes is recorded with the
+   pending charge;
 4. ``commit`` (the caller's atomic writes) runs; then the charge is committed. A failed write (read-only,
    full disk, bad path) or an interruption cancels the charge. After a crash the next run (or
    ``latentpriv ledger recover``) commits the charge if the output exists with the recorded sha256 and
@@ -128,11 +133,15 @@ def prepared_profile(plan: PreparedRelease) -> Profile:
 
 @dataclass
 class Release:
-    """``latent``: released latent, the input's shape. ``record``: the JSON record (with ``release_id``).
+    """One accounted release (or several, a sweep's), its charge pending or committed.
+
+    ``latent``: released latent, the input's shape. ``record``: the JSON record (with ``release_id``).
     ``keys``: each row's face (hex of its primary key), in order. ``totals``: each face's composed spend
-    after this release. ``release_id``: the record's id; ``draws``: every release's ``(latent, record)`` (several
-    with several settings: a sweep); ``spends``: what each release charged each face. With ``defer=True`` the charge is still pending: call :meth:`commit` once the output
-    is on disk, :meth:`cancel` if writing it failed."""
+    after this release. ``release_id``: the record's id. ``draws``: every release's ``(latent, record)``
+    (several with several settings: a sweep). ``spends``: what each release charged each face.
+    ``mechanisms``: the calibrated mechanism of each setting, whose spend, guarantee and record these are.
+    With ``defer=True`` the charge is still pending: call :meth:`commit` once the output is on disk,
+    :meth:`cancel` if writing it failed."""
 
     latent: np.ndarray
     record: dict[str, Any]
@@ -143,6 +152,7 @@ class Release:
     release_id: str | None = None
     draws: list[tuple[np.ndarray, dict[str, Any]]] = field(default_factory=list, repr=False)
     spends: list[Spend] = field(default_factory=list)
+    mechanisms: list[Mechanism] = field(default_factory=list, repr=False)
 
     @property
     def worst_epsilon(self) -> float | None:
@@ -343,7 +353,8 @@ def accounted_release(latent: np.ndarray, directions: np.ndarray, *,
         ledger.cancel(res)
         raise
     rel = Release(latent=released, record=record, keys=[f.primary.hex() for f in res.faces], totals=res.totals,
-                  ledger=ledger, reservation=res, release_id=release_id, draws=draws, spends=spends)
+                  ledger=ledger, reservation=res, release_id=release_id, draws=draws, spends=spends,
+                  mechanisms=mechs)
     if not defer:
         ledger.commit(res)
     return rel
