@@ -55,10 +55,8 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
       latentpriv invert photo.jpg -o w.npy --align        # unaligned photo: FFHQ alignment first
     Writes float32 (1,512) pre-truncation W, (1,L,512) W+ or (1,z_dim) Z, plus a .json record.
     """
-    from latentpriv.devices import resolve_device
     from latentpriv.inversion.optimize import load_config
-    from latentpriv.inversion.perceptual import PerceptualNetworks
-    from latentpriv.runs.invert import expand_inputs, invert_dir, invert_files, snapshot_path, under_torchrun
+    from latentpriv.runs.invert import expand_inputs, invert_dir, invert_paths, under_torchrun
 
     files, multi = expand_inputs(list(inputs))
     sets = list(overrides)
@@ -82,36 +80,9 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
     if under_torchrun():
         raise InputError("under torchrun pass one folder as INPUT (each process takes its share of it)")
 
-    if multi:
-        if output.suffix.lower() == ".npy" or output.is_file():
-            raise InputError(f"-o {output}: several inputs need an output directory, not a file")
-        outs = [output / f"{f.stem}.npy" for f in files]
-        imgs = [save_image / f"{f.stem}.png" for f in files] if save_image else None
-    else:
-        out = output / f"{files[0].stem}.npy" if output.is_dir() else output
-        if out.suffix.lower() != ".npy":
-            raise InputError(f"-o {output}: the latent is written as .npy; use e.g. -o {output.with_suffix('.npy')}")
-        outs = [out]
-        imgs = [save_image] if save_image else None
-    from latentpriv.io import image_format
-    from latentpriv.outputs import check_outputs
-
-    for q in imgs or []:
-        image_format(q, "--save-image")   # before the optimisation, not after it
-    steps = range(save_every, config.iterations + 1, save_every) if save_every else range(0)
-    check_outputs(outs + [q.with_suffix(".json") for q in outs], overwrite=overwrite, inputs=files)
-    check_outputs(list(imgs or []), overwrite=overwrite, inputs=files, option="--save-image")
-    check_outputs([snapshot_path(q, k) for q in outs + list(imgs or []) for k in steps], overwrite=overwrite,
-                  inputs=files, option="-o/--save-image (with --save-every)")
-
-    dev = resolve_device(device)
-    from latentpriv.models.registry import load_generator
-
-    G = load_generator(str(weights), device=dev)
-    networks = PerceptualNetworks.load(dev, vgg_weights=vgg_weights)
-    results = invert_files(files, outs, G, config, device=dev, networks=networks, batch_size=batch_size,
-                           images=imgs, save_every=save_every, progress=not quiet,
-                           align_size=G.resolution if align else None, report=None if quiet else _report)
+    results = invert_paths(files, multi, output, config, weights=str(weights), vgg_weights=vgg_weights,
+                           device=device, batch_size=batch_size, save_image=save_image, save_every=save_every,
+                           progress=not quiet, align=align, overwrite=overwrite, report=None if quiet else _report)
     failed = [r for r in results if not r.ok]
     if not quiet and multi:
         click.echo(f"{len(results) - len(failed)} of {len(results)} inputs inverted into {output}", err=True)

@@ -288,6 +288,56 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config
     return results
 
 
+def output_paths(files: Sequence[Path], multi: bool, output: Path,
+                 save_image: Path | None) -> tuple[list[Path], list[Path] | None]:
+    """``invert FILE... -o OUTPUT [--save-image IMG]``: the latent path (and image path) of each file.
+
+    Several inputs: ``OUTPUT/STEM.npy`` (``IMG/STEM.png``); one: ``OUTPUT`` itself (``OUTPUT/STEM.npy``
+    when it is a folder) and ``IMG``. Raises InputError for a file OUTPUT with several inputs, or a latent
+    path that is not ``.npy``.
+    """
+    if multi:
+        if output.suffix.lower() == ".npy" or output.is_file():
+            raise InputError(f"-o {output}: several inputs need an output directory, not a file")
+        return ([output / f"{f.stem}.npy" for f in files],
+                [save_image / f"{f.stem}.png" for f in files] if save_image else None)
+    out = output / f"{files[0].stem}.npy" if output.is_dir() else output
+    if out.suffix.lower() != ".npy":
+        raise InputError(f"-o {output}: the latent is written as .npy; use e.g. -o {output.with_suffix('.npy')}")
+    return [out], [save_image] if save_image else None
+
+
+def invert_paths(files: Sequence[Path], multi: bool, output: Path, config: Any, *, weights: str,
+                 vgg_weights: Path | None = None, device: str = "auto", batch_size: int = 1,
+                 save_image: Path | None = None, save_every: int | None = None, progress: bool = True,
+                 align: bool = False, overwrite: bool = False,
+                 report: Callable[[str], None] | None = None) -> list[ItemResult]:
+    """``latentpriv invert FILE... -o OUTPUT``: plan the outputs (:func:`output_paths`), check them all (the
+    overwrite rule, snapshots included) before anything is loaded, load the generator and VGG16/LPIPS, then
+    :func:`invert_files`."""
+    from latentpriv.devices import resolve_device
+    from latentpriv.inversion.perceptual import PerceptualNetworks
+    from latentpriv.io import image_format
+    from latentpriv.models.registry import load_generator
+    from latentpriv.outputs import check_outputs
+
+    outs, imgs = output_paths(files, multi, output, save_image)
+    for q in imgs or []:
+        image_format(q, "--save-image")   # before the optimisation, not after it
+    steps = range(save_every, config.iterations + 1, save_every) if save_every else range(0)
+    check_outputs(outs + [q.with_suffix(".json") for q in outs], overwrite=overwrite, inputs=list(files))
+    check_outputs(list(imgs or []), overwrite=overwrite, inputs=list(files), option="--save-image")
+    check_outputs([snapshot_path(q, k) for q in outs + list(imgs or []) for k in steps], overwrite=overwrite,
+                  inputs=list(files), option="-o/--save-image (with --save-every)")
+
+    dev = resolve_device(device)
+    G = load_generator(str(weights), device=dev)
+    networks = PerceptualNetworks.load(dev, vgg_weights=vgg_weights)
+    return invert_files(files, outs, G, config, device=dev, networks=networks, batch_size=batch_size, images=imgs,
+                        save_every=save_every, progress=progress, align_size=G.resolution if align else None,
+                        report=report)
+
+
 def expand_inputs(inputs: Sequence[Path]) -> tuple[list[Path], bool]:
     """``invert INPUTS``: the image files (a folder among several inputs gives its images) and whether
     the outputs go to a folder (several inputs). Raises InputError for an empty folder or colliding stems."""
