@@ -279,3 +279,21 @@ def test_tiny_generator_implements_the_contract(G):
 
     assert isinstance(G, Generator)
     check_generator(G)
+
+
+def test_pinned_run_through_every_phase(G, nets):
+    """Random start in W+, noise ramp, lr schedule, prior and colour terms: values recorded from the
+    single-function invert() before it was split into phases (a refactor must not change them)."""
+    cfg = _config(space="wp", init="random", iterations=12, noise_ramp=NoiseRampConfig(strength=0.05, samples=64),
+                  schedule=ScheduleConfig(warmup=0.1, rampdown=0.3),
+                  loss=dataclasses.replace(_config().loss, prior_weight=0.1, color_weight=0.05))
+    r = invert(G, _targets(G, 2, seed=3), cfg, device="cpu", networks=nets)
+    assert set(r.history) == {"loss", "vgg", "pixel", "color", "prior"}
+    expected_loss = [[1.8420140743255615, 2.065290689468384], [1.1546670198440552, 1.2726900577545166],
+                     [0.5525704026222229, 0.6089158058166504]]
+    torch.testing.assert_close(r.history["loss"][[0, 5, 11]], torch.tensor(expected_loss), rtol=1e-4, atol=1e-6)
+    expected_latent = [[0.1221838891506195, 0.20499074459075928, -0.09777911007404327],
+                       [0.03848188742995262, 0.8361129760742188, 0.5783509016036987]]
+    torch.testing.assert_close(r.latents[:, 0, :3], torch.tensor(expected_latent), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(r.metrics["psnr"], torch.tensor([20.139617919921875, 20.254016876220703]),
+                               rtol=1e-4, atol=1e-4)

@@ -550,6 +550,50 @@ def _noise_scale(t: float, latent_std: float, cfg: NoiseRampConfig) -> float:
     return latent_std * cfg.strength * max(0.0, 1.0 - t / cfg.length) ** 2
 
 
+def _optimise(latent: Tensor, loss: _LossTerms, config: InversionConfig, *, generator: torch.Generator,
+              latent_std: float, callback: Callable[[InversionStep], bool | None] | None
+              ) -> tuple[Tensor, _EarlyStop, int]:
+    """Phase 4, the optimisation loop: lr schedule, noise ramp, loss, step, early stop, callback.
+
+    Updates ``latent`` in place. Returns ``(history [1 + terms, T, N], early-stop state, steps run)``.
+    """
+    device = latent.device
+    n, T = latent.shape[0], config.iterations
+    active = loss.active
+    opt = _make_optimizer(config.optimizer, latent)
+    hist = torch.zeros((len(active) + 1, T, n), device=device)
+    stopper = _EarlyStop(config.early_stop, latent, T)
+    step = 0
+    for step in range(1, T + 1):
+        t = (step - 1) / T
+        lr = config.optimizer.lr * lr_multiplier(t, config.schedule.warmup, config.schedule.rampdown)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        lat_in = latent
+        scale = _noise_scale(t, latent_std, config.noise_ramp)
+        if scale > 0:
+            noise = torch.randn((1, *latent.shape[1:]), generator=generator, device=generator.device)
+            lat_in = latent + noise.to(device) * scale
+        total, terms, x01 = loss(lat_in, latent)
+        opt.zero_grad(set_to_none=True)
+        total.sum().backward()
+        evaluated = latent.detach().clone() if stopper.enabled else None  # the latent the loss saw
+        opt.step()
+        with torch.no_grad():
+            hist[0, step - 1] = total.detach()
+            for j, k in enumerate(active, start=1):
+                hist[j, step - 1] = terms[k].detach()
+            stopper.update(step, total, evaluated, latent)
+        stop = False
+        if callback is not None:
+            stop = bool(callback(InversionStep(
+                step, T, total.detach(), {k: v.detach() for k, v in terms.items()}, lr, latent.detach(),
+                x01.detach().clamp(0, 1), stopper.done.clone())))
+        if stop or stopper.all_done(step):
+            break
+    return hist, stopper, step
+
+
 def _finalise(G: Generator, latent: Tensor, loss: _LossTerms, networks: PerceptualNetworks, config: InversionConfig,
               res: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Phase 5, finalise: the final latent ``[N, ...]``, its rendering in [0, 1] (no noise) and the metrics."""
@@ -621,48 +665,17 @@ def invert(G: Generator, targets: Tensor | Sequence[Tensor], config: InversionCo
     # 3. loss terms
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if config.amp == "bf16" else nullcontext()
     loss = _loss_terms(G, space, config, ploss, tgt, w_avg, amp)
-    active = loss.active
 
     # 4. optimise, with per-image early stop
-    opt = _make_optimizer(config.optimizer, latent)
-    T = config.iterations
-    hist = torch.zeros((len(active) + 1, T, n), device=device)
-    stopper = _EarlyStop(config.early_stop, latent, T)
-    step = 0
     with _Frozen(G), _Frozen(networks.vgg):
-        for step in range(1, T + 1):
-            t = (step - 1) / T
-            lr = config.optimizer.lr * lr_multiplier(t, config.schedule.warmup, config.schedule.rampdown)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            lat_in = latent
-            scale = _noise_scale(t, latent_std, config.noise_ramp)
-            if scale > 0:
-                noise = torch.randn((1, *latent.shape[1:]), generator=generator, device=generator.device)
-                lat_in = latent + noise.to(device) * scale
-            total, terms, x01 = loss(lat_in, latent)
-            opt.zero_grad(set_to_none=True)
-            total.sum().backward()
-            evaluated = latent.detach().clone() if stopper.enabled else None  # the latent the loss saw
-            opt.step()
-            with torch.no_grad():
-                hist[0, step - 1] = total.detach()
-                for j, k in enumerate(active, start=1):
-                    hist[j, step - 1] = terms[k].detach()
-                stopper.update(step, total, evaluated, latent)
-            stop = False
-            if callback is not None:
-                stop = bool(callback(InversionStep(
-                    step, T, total.detach(), {k: v.detach() for k, v in terms.items()}, lr, latent.detach(),
-                    x01.detach().clamp(0, 1), stopper.done.clone())))
-            if stop or stopper.all_done(step):
-                break
+        hist, stopper, step = _optimise(latent, loss, config, generator=generator, latent_std=latent_std,
+                                        callback=callback)
     steps_run = torch.minimum(stopper.steps_run, torch.full_like(stopper.steps_run, step))
 
     # 5. finalise
     final, img, metrics = _finalise(G, latent, loss, networks, config, res)
     history = {"loss": hist[0, :step].cpu()}
-    history.update({k: hist[j, :step].cpu() for j, k in enumerate(active, start=1)})
+    history.update({k: hist[j, :step].cpu() for j, k in enumerate(loss.active, start=1)})
     return InversionResult(latents=final.float().cpu(), space=space, images=img.float().cpu(), history=history,
                            metrics=metrics, iterations=steps_run.cpu(), seconds=time.perf_counter() - t0,
                            config=config)
