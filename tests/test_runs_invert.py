@@ -86,3 +86,31 @@ def test_invert_folder_setup_errors_fail_once_and_leave_nothing(tmp_path, monkey
                                    "--device", "cpu", *extra])
     assert res.exit_code == 2 and res.output.count(fragment) == 1, res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_invert_file_and_folder_run_the_same_inversion(tmp_path, synthetic_checkpoint):
+    """One path: ``invert FILE`` and ``invert DIR`` give the same latent, image and record (the folder's
+    sidecar adds its batch section; the single file's record names its output)."""
+    from click.testing import CliRunner
+
+    from latentpriv.cli import cli
+
+    ckpt = synthetic_checkpoint(tmp_path, resolution=32, fmap_max=32)
+    h.images(tmp_path / "in", 1, size=24)
+    args = ["--weights", str(ckpt), *INVERT_FAST, "--save-every", "2"]
+    single = CliRunner().invoke(cli, ["invert", str(tmp_path / "in" / "face00.png"), "-o", str(tmp_path / "f.npy"),
+                                      "--save-image", str(tmp_path / "f.png"), *args])
+    assert single.exit_code == 0, single.output
+    folder = CliRunner().invoke(cli, ["invert", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                                      "--save-image", str(tmp_path / "img"), *args])
+    assert folder.exit_code == 0, folder.output
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), np.load(tmp_path / "out" / "face00.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "f_000002.npy"), np.load(tmp_path / "out" / "face00_000002.npy"))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "f.png")), np.asarray(Image.open(tmp_path / "img" / "face00.png")))
+    assert (tmp_path / "f_000002.png").is_file() and (tmp_path / "img" / "face00_000002.png").is_file()
+    a = json.loads((tmp_path / "f.json").read_text())
+    b = json.loads((tmp_path / "out" / "face00.json").read_text())
+    assert a.pop("output") == str(tmp_path / "f.npy") and b.pop("batch")["input"] == "face00.png"
+    for rec in (a, b):
+        rec.pop("seconds")
+    assert a == b

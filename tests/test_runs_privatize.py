@@ -234,3 +234,23 @@ def test_privatize_folder_render_refuses_images_no_run_made(tmp_path, monkeypatc
                                    "l.sqlite", "--model", "dcgan64", "--attr", "smile", "--device", "cpu"])
     assert res.exit_code == 2 and "r/a_private.png: already exists" in res.output
     assert not (tmp_path / "out").exists() and (tmp_path / "r" / "a_private.png").read_bytes() == b"someone's"
+
+
+def test_privatize_file_is_a_library_call_with_option_errors_as_config_errors(tmp_path):
+    """privatize FILE without the CLI: warnings go to the caller's function, bad option values are ConfigErrors
+    naming the option (the CLI shows them as click's "Invalid value for '--center'")."""
+    from latentpriv.errors import ConfigError
+    from latentpriv.runs.privatize import PrivatizeOptions, parse_center, parse_layers, privatize_file
+
+    h.latents(tmp_path, 1)
+    opts = PrivatizeOptions(epsilon=1.0, boundary_files=[h.boundary(tmp_path / "b.npy")], space="w", seed=3,
+                            ledger_path=tmp_path / "l.sqlite", decorrelate=False)
+    warnings: list[str] = []
+    done = privatize_file(opts, tmp_path / "w00.npy", warn=warnings.append)
+    assert done.output == tmp_path / "w00_private.npy" and done.record_path.is_file()
+    assert np.load(done.output).shape == (1, 512) and done.release.record["guarantee"]
+    assert any("--seed 3" in w for w in warnings)
+    assert parse_center(" AUTO ") == "auto" and parse_layers("0-2,5") == [0, 1, 2, 5]
+    for call, option in ((lambda: parse_center("x"), "--center"), (lambda: parse_layers("a-b"), "--layers")):
+        with pytest.raises(ConfigError, match=f"Invalid value for '{option}'"):
+            call()

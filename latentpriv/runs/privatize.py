@@ -241,6 +241,38 @@ class Privatizer:
             self._directions[(space, dim)] = Directions(dirs, bounds, centers, center_mode, cov)
         return self._directions[(space, dim)]
 
+    def preflight(self, paths: list[Path]) -> None:
+        """A folder run's setup errors, raised once before anything is written: group the inputs by the
+        (space, dimension) their ``.npy`` headers give and set each group up as a release will; when every
+        group fails, every input would fail the same way. A file without a valid header fails on its own."""
+        o, G = self.opts, self.G
+        groups: dict[tuple[str, int], int] = {}
+        for path in paths:
+            shape = _npy_shape(path)
+            if shape is None or len(shape) not in (1, 2, 3):
+                continue   # unreadable or malformed: that file fails on its own
+            sp = o.space or ("wp" if len(shape) == 3 else str(G.default_space) if G is not None
+                             else MODEL_DEFAULT_SPACE.get(o.model, "w"))
+            dim = int(G.z_dim if sp == "z" else G.w_dim) if G is not None else int(shape[-1])
+            groups[(sp, dim)] = groups.get((sp, dim), 0) + 1
+        if not groups:   # no readable input: still report a missing boundary before creating anything
+            from latentpriv.edit.boundaries import resolve_directions
+
+            resolve_directions(attrs=o.attrs, boundary_files=o.boundary_files, conditions=o.conditions, model=o.model,
+                               space=o.space or MODEL_DEFAULT_SPACE.get(o.model, "w"), dim=None)
+            return
+        failures: list[LatentprivError] = []
+        for sp, dim in groups:
+            try:
+                if self.layers is not None and sp != "wp":
+                    raise ConfigError(f"--layers applies only to W+ latents (--space wp); the inputs are {sp} "
+                                      "latents: drop --layers")
+                self.directions(sp, dim)
+            except LatentprivError as exc:
+                failures.append(exc)
+        if len(failures) == len(groups):
+            raise failures[0]
+
     def release(self, inp: LatentInput, d: Directions, *, output: Path, noise: Any, ledger: Any,
                 ledger_info: dict[str, Any], **kwargs: Any) -> Any:
         """:func:`~latentpriv.privacy.release.accounted_release` of ``inp`` along ``d``, recorded as written to
@@ -406,36 +438,6 @@ def privatize_task(opts: PrivatizeOptions, *, outdir: Path, warn: Warn | None = 
         if o.seed is not None:
             warn(f"--seed {o.seed}: reproducible numpy noise (one seed per file), NOT for release")
 
-    def preflight(paths: list[Path]) -> None:
-        # group the inputs by the (space, dimension) their headers give, set each group up as release()
-        # will; when every group fails, every input would fail the same way: a setup error, raised once
-        groups: dict[tuple[str, int], int] = {}
-        for path in paths:
-            shape = _npy_shape(path)
-            if shape is None or len(shape) not in (1, 2, 3):
-                continue   # unreadable or malformed: that file fails on its own
-            sp = o.space or ("wp" if len(shape) == 3 else str(G.default_space) if G is not None
-                             else MODEL_DEFAULT_SPACE.get(o.model, "w"))
-            dim = int(G.z_dim if sp == "z" else G.w_dim) if G is not None else int(shape[-1])
-            groups[(sp, dim)] = groups.get((sp, dim), 0) + 1
-        if not groups:   # no readable input: still report a missing boundary before creating anything
-            from latentpriv.edit.boundaries import resolve_directions
-
-            resolve_directions(attrs=o.attrs, boundary_files=o.boundary_files, conditions=o.conditions, model=o.model,
-                               space=o.space or MODEL_DEFAULT_SPACE.get(o.model, "w"), dim=None)
-            return
-        failures: list[LatentprivError] = []
-        for sp, dim in groups:
-            try:
-                if setup.layers is not None and sp != "wp":
-                    raise ConfigError(f"--layers applies only to W+ latents (--space wp); the inputs are {sp} "
-                                      "latents: drop --layers")
-                setup.directions(sp, dim)
-            except LatentprivError as exc:
-                failures.append(exc)
-        if len(failures) == len(groups):
-            raise failures[0]
-
     def load(item: BatchItem) -> LatentInput:
         inp = load_latent_input(item.path, space=o.space, model=o.model, generator=G, warn=warn)
         if setup.layers is not None and inp.space != "wp":
@@ -479,7 +481,7 @@ def privatize_task(opts: PrivatizeOptions, *, outdir: Path, warn: Warn | None = 
     key = secret_key(ledger.path.with_name(ledger.path.name + ".batch-key"))
     return BatchTask(name="privatize", input_suffixes=(".npy",), output_suffixes=("_private.npy",),
                      sidecar_suffix="_private.json", load=load, process=process, config=config, verify=verify,
-                     retry_alone=False, fingerprint_key=key, sidecar_first=True, preflight=preflight)
+                     retry_alone=False, fingerprint_key=key, sidecar_first=True, preflight=setup.preflight)
 
 
 def render_paths(render_dir: Path, stem: str, rows: int) -> list[Path]:
