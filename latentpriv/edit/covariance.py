@@ -32,11 +32,14 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from latentpriv.errors import AssetError, InputError
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -193,7 +196,7 @@ def moments(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return acc.result()
 
 
-def _space_of(G, space: str | None) -> str:
+def _space_of(G: Generator, space: str | None) -> str:
     s = str(space if space is not None else G.default_space).strip().lower()
     s = {"w+": "w", "wp": "w"}.get(s, s)
     if s not in ("z", "w"):
@@ -203,21 +206,22 @@ def _space_of(G, space: str | None) -> str:
     return s
 
 
-def _latents(G, z, space: str):
+def _latents(G: Generator, z, space: str):
     """Latents privatize would see for codes ``z``: Z as drawn, or W before truncation."""
     if space == "z":
         return z
+    # not in the contract: StyleGAN's official Z normalisation, so W matches its synthesize(z) to the bit
     pre = getattr(G, "preprocess_z", None)
     return G.mapping(pre(z) if pre is not None else z)
 
 
-def estimate_covariance(G, *, space: str | None = None, num: int = DEFAULT_NUM, heldout_num: int = DEFAULT_HELDOUT_NUM,
+def estimate_covariance(G: Generator, *, space: str | None = None, num: int = DEFAULT_NUM, heldout_num: int = DEFAULT_HELDOUT_NUM,
                         generator, device=None, batch_size: int = DEFAULT_BATCH_SIZE,
                         progress: Callable[[int], None] | None = None) -> LatentCovariance:
     """Estimate the moments of ``G``'s latents in ``space`` from its own samples.
 
     Args:
-        G: a generator (``docs/DEVELOPING.md`` contract: ``sample_z``, ``mapping``, ``latent_spaces``).
+        G: a generator (:class:`latentpriv.models.protocol.Generator`: ``sample_z``, ``mapping``, ``info``).
         space: ``"z"``, ``"w"`` or ``"wp"`` (same as W); default the model's default space.
         num: samples for ``mean``/``cov`` (>= 2); heldout_num: further samples for the held-out moments.
         generator: the ``torch.Generator`` the codes are drawn from (first ``num``, then ``heldout_num``).
@@ -248,7 +252,7 @@ def estimate_covariance(G, *, space: str | None = None, num: int = DEFAULT_NUM, 
                     progress(b)
         parts.append(acc.result())
     (mean, cov), (h_mean, h_cov) = parts
-    return LatentCovariance(model=str(G.name), model_sha256=getattr(G, "weights_sha256", None), space=space,
+    return LatentCovariance(model=str(G.name), model_sha256=G.info().get("sha256"), space=space,
                             num=int(num), dim=int(mean.shape[0]), mean=mean, cov=cov, heldout_mean=h_mean,
                             heldout_cov=h_cov, heldout_num=int(heldout_num), seed=_seed_of(generator))
 
@@ -448,10 +452,12 @@ def _norm_space(space: str) -> str:
 
 def model_sha256(model) -> str:
     """sha256 of a model's weights file: ``model`` is a sha256, a registered name, a file or a generator."""
-    if hasattr(model, "weights_sha256") or hasattr(model, "info"):
-        sha = getattr(model, "weights_sha256", None) or (model.info().get("sha256") if hasattr(model, "info") else None)
+    from latentpriv.models.protocol import Generator
+
+    if isinstance(model, Generator):
+        sha = model.info().get("sha256")
         if not sha:
-            raise InputError(f"model {getattr(model, 'name', model)!r} was not loaded from a weights file, so its "
+            raise InputError(f"model {model.name!r} was not loaded from a weights file, so its "
                              "covariance cannot be cached; call estimate_covariance directly")
         return str(sha)
     value = str(model)
@@ -463,11 +469,11 @@ def model_sha256(model) -> str:
     if path.is_file():
         return sha256_file(path)
     from latentpriv import assets
-    from latentpriv.models.registry import MODELS
+    from latentpriv.models.registry import model_names
 
-    if value in MODELS:
+    if value in model_names():
         return sha256_file(assets.locate(value))
-    raise InputError(f"--model {value}: neither a file nor a registered model ({', '.join(MODELS)})")
+    raise InputError(f"--model {value}: neither a file nor a registered model ({', '.join(model_names())})")
 
 
 def covariance_for(model, space: str, *, num: int | None = None, heldout_num: int | None = None,
@@ -487,7 +493,9 @@ def covariance_for(model, space: str, *, num: int | None = None, heldout_num: in
             return found
     import torch
 
-    if hasattr(model, "sample_z"):
+    from latentpriv.models.protocol import Generator
+
+    if isinstance(model, Generator):
         G = model
     else:
         from latentpriv.models.registry import load_generator

@@ -75,8 +75,8 @@ MODELS: dict[str, str] = {
 
 
 def model_names() -> tuple[str, ...]:
-    """The registered model names, sorted: CLI choices, help texts and name parsing derive from this."""
-    return tuple(sorted(MODELS))
+    """The registered model names in registration order: CLI choices, help texts and name parsing use this."""
+    return tuple(MODELS)
 
 
 def model_default_space(name: str) -> str | None:
