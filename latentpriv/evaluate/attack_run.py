@@ -141,7 +141,7 @@ def _networks(G: Any, want: bool, warn: Callable[[str], None]) -> tuple[Any, str
     from latentpriv.inversion.perceptual import PerceptualNetworks
 
     try:
-        return PerceptualNetworks.load(G.device if hasattr(G, "device") else "cpu"), None
+        return PerceptualNetworks.load(G.device), None
     except AssetError as exc:
         why = f"LPIPS weights missing ({str(exc).splitlines()[0]}): `latentpriv weights fetch vgg16 lpips_vgg`"
         warn(f"skipping LPIPS and VGG features: {why}")

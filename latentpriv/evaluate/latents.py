@@ -4,14 +4,17 @@ generator or read from files."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from latentpriv.errors import ConfigError, InputError
 
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
-def sample_latents(G: Any, n: int, space: str, seed: int) -> np.ndarray:
+
+def sample_latents(G: Generator, n: int, space: str, seed: int) -> np.ndarray:
     """``n`` faces of ``G`` as float32 latents ``[n, z_dim]`` (Z) or ``[n, w_dim]`` (W: their mapping).
 
     Drawn with ``G.sample_z(n, torch.Generator().manual_seed(seed))``; W+ is refused (a sampled face has
@@ -23,7 +26,7 @@ def sample_latents(G: Any, n: int, space: str, seed: int) -> np.ndarray:
         raise ConfigError("sampling draws Z/W latents; for W+ pass latents from `latentpriv invert`")
     with torch.no_grad():
         z = G.sample_z(n, torch.Generator().manual_seed(int(seed)))
-        lat = z if space == "z" else G.mapping(z.to(G.device) if hasattr(G, "device") else z)
+        lat = z if space == "z" else G.mapping(z)   # sample_z draws on G.device (the generator contract)
     return lat.detach().cpu().numpy().astype(np.float32)
 
 
