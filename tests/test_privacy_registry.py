@@ -201,3 +201,20 @@ def test_several_settings_are_one_transaction_of_every_release(tmp_path):
     assert ledger.releases() == [] or {r["state"] for r in ledger.releases()} == {"cancelled"}
     with pytest.raises(ValueError, match="defer"):
         accounted_release(w, d, params=params, noise=OpenDPNoise(), ledger=ledger, commit=lambda *a: None)
+
+
+def test_no_mechanism_name_branches_outside_the_mechanism_classes():
+    """What a mechanism does is its class's: privatize, the release, the ledger, the audit and the sweep ask
+    the object (or the registry), never compare its name."""
+    import re
+    from pathlib import Path
+
+    import latentpriv
+
+    root = Path(latentpriv.__file__).parent
+    files = [*(root / "privacy").glob("*.py"), root / "runs" / "sweep.py", root / "cli" / "sweep.py",
+             root / "cli" / "audit.py"]
+    pattern = re.compile(r"""(mechanism|mech)\w*\s*(==|!=|\bin\b)\s*[("'\[]""")
+    found = [f"{p.name}:{i}: {line.strip()}" for p in files if p.name != "coordinate_mechanisms.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []

@@ -36,9 +36,17 @@ __all__ = [
     "Dither",
     "FLOAT32_UNIT_ROUNDOFF",
     "HARD_MAX_NORM",
+    "Records",
+    "as_records",
     "calibrate_dither",
+    "centers_for",
     "clamp_only",
     "coordinates",
+    "dither_residual",
+    "from_records",
+    "like_input",
+    "split_records",
+    "to_numpy",
     "orthonormalize",
     "prepare_directions",
     "split_basis",
@@ -65,7 +73,7 @@ def orthonormalize(directions: Any, *, dim: int | None = None, tol: float = 1e-3
         rows = np.stack([verify_direction(d, name=f"directions[{i}]", dim=dim, tol=tol)
                          for i, d in enumerate(directions)])
     else:
-        arr = _to_numpy(directions, "directions")
+        arr = to_numpy(directions, "directions")
         if arr.ndim == 1:
             arr = arr[None]
         if arr.ndim != 2:
@@ -110,7 +118,8 @@ def split_basis(directions: np.ndarray, covariance: Any = None) -> np.ndarray:
     return np.linalg.solve(gram, ns)
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
+def to_numpy(x: Any, name: str) -> np.ndarray:
+    """``x`` (a numpy array or a torch tensor, on any device) as a numpy array; TypeError naming ``name``."""
     if isinstance(x, np.ndarray):
         return x
     try:
@@ -143,13 +152,21 @@ DITHER_GRID_K = -30
 
 
 @dataclass
-class _Frame:
+class Records:
+    """A latent as records: ``x`` float64 ``[N, L, D]`` (L = 1 for W/Z), how to give the input's shape back
+    (``squeeze``: ``row`` for ``(D,)``, ``none`` for ``(N, D)``, ``wp`` for ``(N, L, D)``) and its dtype."""
+
     x: np.ndarray            # float64 [N, L, D]
     squeeze: str             # "none" | "row" | "wp"
     dtype: np.dtype
 
 
-def _frame(w: np.ndarray, dim: int, layers: Sequence[int] | None, *, release: bool = False) -> _Frame:
+def as_records(w: np.ndarray, dim: int, layers: Sequence[int] | None, *, release: bool = False) -> Records:
+    """Check a latent ``(D,)``, ``(N, D)`` or W+ ``(N, L, D)`` of dimension ``dim`` and return its :class:`Records`.
+
+    ``release``: refuse float types coarser than float32 (their rounding is not covered). ``layers``: W+ only,
+    and all of them (a subset would publish the other layers' coordinates exactly).
+    """
     if not (np.issubdtype(w.dtype, np.floating)):
         raise TypeError(f"w must be a floating-point array, got dtype {w.dtype}")
     if release and np.finfo(w.dtype).eps > np.finfo(np.float32).eps:
@@ -183,17 +200,18 @@ def _frame(w: np.ndarray, dim: int, layers: Sequence[int] | None, *, release: bo
             # a layer left out would publish its coordinate along the direction exactly
             raise ConfigError(f"layers {idx}: a W+ release protects every layer's coordinate (the layers left out "
                               f"would publish theirs exactly); drop --layers (all {L} layers are released)")
-    return _Frame(x.astype(np.float64), squeeze, w.dtype)
+    return Records(x.astype(np.float64), squeeze, w.dtype)
 
 
-def _split(frame: _Frame, dirs: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_records(frame: Records, dirs: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(a [N, k], r [N, L, D])``: the coordinates averaged over W+ layers (each layer is then set to the
     released value) and the residual ``r = w - (w N^T) U`` of every layer (``r N^T = 0``)."""
     proj = frame.x @ dirs.T
     return proj.mean(axis=1), frame.x - proj @ u
 
 
-def _unframe(frame: _Frame, out: np.ndarray) -> np.ndarray:
+def from_records(frame: Records, out: np.ndarray) -> np.ndarray:
+    """``out`` ``[N, L, D]`` in the shape of the input ``frame`` came from."""
     if frame.squeeze == "row":
         out = out[0, 0]
     elif frame.squeeze == "none":
@@ -201,7 +219,8 @@ def _unframe(frame: _Frame, out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _centers(center: Any, k: int) -> np.ndarray:
+def centers_for(center: Any, k: int) -> np.ndarray:
+    """The clamp centres ``[k]`` float64 from one number or ``k`` numbers (ConfigError otherwise)."""
     if isinstance(center, (list, tuple, np.ndarray)):
         arr = np.asarray(center, dtype=np.float64).reshape(-1)
         if arr.size == 1:
@@ -217,8 +236,8 @@ def _centers(center: Any, k: int) -> np.ndarray:
 def coordinates(w: Any, directions: Any, *, layers: Sequence[int] | None = None) -> np.ndarray:
     """Attribute coordinates ``<w, n_i>`` ``[N, k]`` (W+: mean over all layers, or over ``layers``)."""
     dirs = orthonormalize(directions)
-    arr = _to_numpy(w, "w")
-    frame = _frame(arr, dirs.shape[1], None)
+    arr = to_numpy(w, "w")
+    frame = as_records(arr, dirs.shape[1], None)
     x = frame.x if layers is None else frame.x[:, sorted(set(int(i) for i in layers)), :]
     return (x @ dirs.T).mean(axis=1)
 
@@ -231,17 +250,18 @@ def clamp_only(w: Any, directions: Any, *, clip_radius: float = 3.0, center: Any
     Output float32.
     """
     dirs = orthonormalize(directions)
-    arr = _to_numpy(w, "w")
-    frame = _frame(arr, dirs.shape[1], layers)
+    arr = to_numpy(w, "w")
+    frame = as_records(arr, dirs.shape[1], layers)
     B = check_number("clip_radius", clip_radius, low=0.0)
-    c = _centers(center, len(dirs))
+    c = centers_for(center, len(dirs))
     u = split_basis(dirs, covariance)
-    a, resid = _split(frame, dirs, u)
+    a, resid = split_records(frame, dirs, u)
     out = resid + (np.clip(a, c - B, c + B) @ u)[:, None, :]
-    return _from_numpy(_unframe(frame, out).astype(np.float32), w)
+    return like_input(from_records(frame, out).astype(np.float32), w)
 
 
-def _from_numpy(out: np.ndarray, like: Any) -> Any:
+def like_input(out: np.ndarray, like: Any) -> Any:
+    """``out`` as the input's array type: numpy, or a torch tensor on ``like``'s device."""
     if isinstance(like, np.ndarray):
         return out
     import torch
@@ -316,7 +336,7 @@ def calibrate_dither(*, dims: int, k: int = 1, op_norm: float = 1.0, max_norm: f
     return Dither(epsilon, delta, max_norm, float(op_norm), int(dims), tau, sens, sigma, gaussian_rho(sigma, sens))
 
 
-def _dither_residual(resid: np.ndarray, dirs: np.ndarray, dither: Dither, noise: NoiseSource) -> np.ndarray:
+def dither_residual(resid: np.ndarray, dirs: np.ndarray, dither: Dither, noise: NoiseSource) -> np.ndarray:
     """``resid`` float64 ``[N, L, D]`` -> released residual, each record drawn separately, orthogonal to ``dirs``."""
     out = np.empty_like(resid)
     for i in range(resid.shape[0]):

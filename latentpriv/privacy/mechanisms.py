@@ -51,20 +51,20 @@ from latentpriv.privacy.float_release import (
     FLOAT32_UNIT_ROUNDOFF,
     HARD_MAX_NORM,
     Dither,
-    _centers,
-    _dither_residual,
-    _Frame,
-    _frame,
-    _from_numpy,
-    _split,
-    _to_numpy,
-    _unframe,
+    Records,
+    as_records,
     calibrate_dither,
+    centers_for,
     clamp_only,
     coordinates,
+    dither_residual,
+    from_records,
+    like_input,
     orthonormalize,
     prepare_directions,
     split_basis,
+    split_records,
+    to_numpy,
 )
 from latentpriv.privacy.noise import NoiseSource, make_noise_source
 
@@ -190,9 +190,9 @@ def privatize(w: Any, directions: Any, *, epsilon: float, delta: float = 0.0, me
     cls = get_mechanism(mechanism)
     if seed is not None and noise is not None:
         raise ConfigError("give either seed or noise, not both")
-    arr = _to_numpy(w, "w")
+    arr = to_numpy(w, "w")
     dirs = orthonormalize(directions)
-    frame = _frame(arr, dirs.shape[1], layers, release=cls.dithered)
+    frame = as_records(arr, dirs.shape[1], layers, release=cls.dithered)
     source = noise if noise is not None else make_noise_source(seed)
     mech = calibrate(mechanism, epsilon=epsilon, delta=delta, clip_radius=clip_radius, k=len(dirs),
                      epsilon_split=epsilon_split, noise_clip=noise_clip, grid_slack=source.grid_slack(),
@@ -214,11 +214,11 @@ def prepare_release(mech: Mechanism, w: Any, directions: Any, *, center: Any = 0
     record's spend and the ledger's charge come from one derivation; its protection profile comes from the
     prepared directions and split.
     """
-    arr = _to_numpy(w, "w")
+    arr = to_numpy(w, "w")
     dirs = orthonormalize(directions)
     if len(dirs) != mech.k:
         raise ConfigError(f"the {mech.name} mechanism was calibrated for {mech.k} direction(s), got {len(dirs)}")
-    frame = _frame(arr, dirs.shape[1], layers, release=mech.dithered)
+    frame = as_records(arr, dirs.shape[1], layers, release=mech.dithered)
     return _prepare(mech, w, arr, dirs, frame, center=center, attributes=attributes, covariance=covariance,
                     decorrelate=decorrelate, max_norm=max_norm)
 
@@ -241,7 +241,7 @@ class PreparedRelease:
     mech: Mechanism
     like: Any                     # the input (its array type is the output's)
     arr: np.ndarray
-    frame: _Frame
+    frame: Records
     dirs: np.ndarray
     u: np.ndarray
     centers: np.ndarray
@@ -261,14 +261,14 @@ class PreparedRelease:
                               f"{self.mech.grid_slack:g}, the noise source has {source.grid_slack():g}")
         warn = _warnings(self.mech, source)
         out = _draw(self, source)
-        return PrivatizeResult(_from_numpy(out, self.like), _record(self, source, warn))
+        return PrivatizeResult(like_input(out, self.like), _record(self, source, warn))
 
 
-def _prepare(mech: Mechanism, w: Any, arr: np.ndarray, dirs: np.ndarray, frame: _Frame, *, center: Any,
+def _prepare(mech: Mechanism, w: Any, arr: np.ndarray, dirs: np.ndarray, frame: Records, *, center: Any,
              attributes: Sequence[str] | None, covariance: Any, decorrelate: bool, max_norm: float) -> PreparedRelease:
     """Phase 1: centres, the split, the residual dither's calibration; refuse what cannot be released."""
     k, dim = dirs.shape
-    c = _centers(center, k)
+    c = centers_for(center, k)
     if attributes is not None and len(attributes) != k:
         raise ConfigError(f"{len(attributes)} attribute name(s) for {k} direction(s)")
     oblique = oblique_split(mech, covariance, decorrelate)
@@ -301,7 +301,7 @@ def _warnings(mech: Mechanism, source: NoiseSource) -> list[str]:
 def _draw(plan: PreparedRelease, source: NoiseSource) -> np.ndarray:
     """Phase 3: the released latent, built from the released coordinates and the dithered residual only."""
     frame, dirs = plan.frame, plan.dirs
-    a, resid = _split(frame, dirs, plan.u)
+    a, resid = split_records(frame, dirs, plan.u)
     atilde = release_coordinates(a, plan.mech, plan.centers, source)
     if plan.dither is None:
         # the notebook's step exactly: w + (atilde - a) n on every layer, no clamp, no dither; it keeps the
@@ -309,10 +309,10 @@ def _draw(plan: PreparedRelease, source: NoiseSource) -> np.ndarray:
         out = frame.x + ((atilde - a) @ dirs)[:, None, :]
         dtype = frame.dtype
     else:
-        out = _dither_residual(resid, dirs, plan.dither, source) + (atilde @ plan.u)[:, None, :]
+        out = dither_residual(resid, dirs, plan.dither, source) + (atilde @ plan.u)[:, None, :]
         dtype = np.float32
     del resid, a, atilde  # never leave this function
-    return _unframe(frame, out).astype(dtype)
+    return from_records(frame, out).astype(dtype)
 
 
 def _record(plan: PreparedRelease, source: NoiseSource, warn: list[str]) -> dict[str, Any]:
