@@ -24,7 +24,7 @@ of the original render above the median of its set. Every accuracy comes with a 
 interval over the test faces. Training and test faces are disjoint samples.
 
 Nothing here reads or writes files, prints, or touches the ledger: the caller passes a ``release``
-callable (``latentpriv.cli.attack`` wraps the ledger around it on request).
+callable (:mod:`latentpriv.evaluate.attack_run` wraps the ledger around it on request).
 """
 
 from __future__ import annotations
