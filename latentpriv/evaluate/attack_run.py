@@ -15,11 +15,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from latentpriv.errors import AssetError, ConfigError, InputError
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class AttackSettings:
     workers: int = 0
 
 
-def faces_to_attack(G: Any, s: AttackSettings, warn: Callable[[str], None]) -> tuple[np.ndarray, str, dict]:
+def faces_to_attack(G: Generator, s: AttackSettings, warn: Callable[[str], None]) -> tuple[np.ndarray, str, dict]:
     """The faces attacked: ``(latents, space, source)``, the first ``num`` of ``latents_dir``'s files or
     ``num`` samples of ``G`` (seed stream 0)."""
     from latentpriv.evaluate.latents import sample_latents, stack_latents
@@ -134,7 +137,7 @@ def _releases(s: AttackSettings, dirs: np.ndarray, centers: np.ndarray, names: l
     return accounted, train_release
 
 
-def _networks(G: Any, want: bool, warn: Callable[[str], None]) -> tuple[Any, str | None]:
+def _networks(G: Generator, want: bool, warn: Callable[[str], None]) -> tuple[Any, str | None]:
     """LPIPS networks, or None with the reason when their weights are missing."""
     if not want:
         return None, None
@@ -202,7 +205,7 @@ def run_attack_files(outdir: Path, s: AttackSettings, *, warn: Callable[[str], N
     return out
 
 
-def _record(G: Any, s: AttackSettings, result: dict, space: str, source: dict, centers: np.ndarray,
+def _record(G: Generator, s: AttackSettings, result: dict, space: str, source: dict, centers: np.ndarray,
             center_mode: str, covariance: Any, bounds: list, started: float) -> dict:
     """The ``latentpriv.attack/1`` record (key order as attack.json has always had it)."""
     return {

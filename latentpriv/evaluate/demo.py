@@ -23,11 +23,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from latentpriv.errors import AssetError, InputError
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class DemoResult:
 # ------------------------------------------------------------------------------------- the pipeline
 
 
-def _check(G: Any, boundary: np.ndarray, epsilons: Sequence[float], draws: int) -> tuple[tuple[float, ...], np.ndarray]:
+def _check(G: Generator, boundary: np.ndarray, epsilons: Sequence[float], draws: int) -> tuple[tuple[float, ...], np.ndarray]:
     """Validated ``(epsilons, unit boundary [1, z_dim] float64)``."""
     eps = tuple(float(e) for e in epsilons)
     if not eps or any(not (math.isfinite(e) and e > 0) for e in eps):
@@ -89,7 +92,7 @@ def _check(G: Any, boundary: np.ndarray, epsilons: Sequence[float], draws: int) 
     return eps, n
 
 
-def _sample_photo(G: Any, photo_seed: int) -> np.ndarray:
+def _sample_photo(G: Generator, photo_seed: int) -> np.ndarray:
     """The "photo": uint8 ``[H, W, 3]`` of ``G``'s sample at ``photo_seed`` (its latent is dropped here)."""
     import torch
 
@@ -98,7 +101,7 @@ def _sample_photo(G: Any, photo_seed: int) -> np.ndarray:
         return G.to_uint8(G.synthesize(z_photo))[0]
 
 
-def _invert_photo(G: Any, networks: Any, photo: np.ndarray, iterations: int, device: Any):
+def _invert_photo(G: Generator, networks: Any, photo: np.ndarray, iterations: int, device: Any):
     """Invert the uint8 photo into Z: ``(inversion result, config, z float32 [1, z_dim], render [1,3,H,W])``."""
     import torch
 
@@ -128,7 +131,7 @@ def _release(z: np.ndarray, n: np.ndarray, eps: tuple[float, ...], draws: int) -
     return np.concatenate(latents), records
 
 
-def _render(G: Any, latents: np.ndarray, device: Any):
+def _render(G: Generator, latents: np.ndarray, device: Any):
     """Renders ``[N, 3, H, W]`` in [-1, 1] of Z latents."""
     import torch
 
@@ -183,7 +186,7 @@ def _release_rows(eps: tuple[float, ...], draws: int, n: np.ndarray, z: np.ndarr
     return out
 
 
-def run_demo(G: Any, networks: Any, boundary: np.ndarray, *, epsilons: Sequence[float], draws: int = 3,
+def run_demo(G: Generator, networks: Any, boundary: np.ndarray, *, epsilons: Sequence[float], draws: int = 3,
              photo_seed: int = PHOTO_SEED, iterations: int = DEFAULT_ITERATIONS, device: Any = "cpu",
              score_fn: Callable[[np.ndarray], dict] | None = None, boundary_info: dict | None = None,
              progress: Say | None = None) -> DemoResult:
@@ -238,7 +241,7 @@ def run_demo(G: Any, networks: Any, boundary: np.ndarray, *, epsilons: Sequence[
     return DemoResult(photo, reconstruction, private, eps, report)
 
 
-def _report(G: Any, inv: Any, config: Any, eps: tuple[float, ...], draws: int, photo_seed: int, n: np.ndarray,
+def _report(G: Generator, inv: Any, config: Any, eps: tuple[float, ...], draws: int, photo_seed: int, n: np.ndarray,
             z: np.ndarray, boundary_info: dict | None, records: list[dict], scored: bool, scores: list,
             releases: list[dict], times: dict[str, float]) -> dict[str, Any]:
     """The ``latentpriv.demo/1`` record."""

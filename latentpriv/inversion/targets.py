@@ -9,14 +9,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latentpriv.errors import InputError
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 log = logging.getLogger(__name__)
 
 
-def decode_side(G: Any, config: Any) -> int:
+def decode_side(G: Generator, config: Any) -> int:
     """The short side a target needs at most: twice the larger of the generator and VGG input sizes.
 
     Photos larger than that are reduced while decoding (``load_image(min_side=...)``): the optimiser
@@ -24,7 +27,7 @@ def decode_side(G: Any, config: Any) -> int:
     """
     loss = getattr(config, "loss", None)
     vgg = getattr(getattr(loss, "resize", None), "size", None) or 0
-    return 2 * max(int(getattr(G, "resolution", 0) or 0), int(vgg), 64)
+    return 2 * max(int(G.resolution), int(vgg), 64)
 
 
 def load_target(path: str | os.PathLike, *, align_size: int | None = None, min_side: int | None = None):

@@ -6,9 +6,13 @@ Renders go through the generator's own ``G.to_uint8`` (the official postprocess 
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 
 def load_generator_for(weights: str | None, model: str, device: str) -> Any:
@@ -18,7 +22,7 @@ def load_generator_for(weights: str | None, model: str, device: str) -> Any:
     return latentpriv.load_generator(weights or model, device=device)
 
 
-def render_latents(G: Any, latent: np.ndarray, space: str) -> np.ndarray:
+def render_latents(G: Generator, latent: np.ndarray, space: str) -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` images of a latent batch ``[N, D]`` (Z/W, the generator's default truncation)
     or ``[N, L, D]`` (W+, never truncated)."""
     import torch
@@ -30,3 +34,9 @@ def render_latents(G: Any, latent: np.ndarray, space: str) -> np.ndarray:
             x = x.to(device)
         images = G.synthesize(x, space=space)
     return G.to_uint8(images)
+
+
+def row_image_paths(folder: Path, name: str, rows: int) -> list[Path]:
+    """Where the images of a latent file with ``rows`` rows go in a folder: ``NAME.png`` for one row,
+    ``NAME_0000.png`` ... for N rows (``generate DIR``, ``privatize DIR --render``)."""
+    return [Path(folder) / (f"{name}.png" if rows == 1 else f"{name}_{i:04d}.png") for i in range(rows)]

@@ -15,13 +15,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from latentpriv.errors import InputError
 from latentpriv.io import IMAGE_SUFFIXES, float01_to_uint8, save_image, save_npy, sha256_file, write_json
 from latentpriv.runs.engine import BatchItem, BatchSummary, BatchTask, ItemOutput, run_cli
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +53,14 @@ class Inverter:
             whose configuration hash includes it) instead of None.
     """
 
-    def __init__(self, G: Any, config: Any, *, device: Any, networks: Any, align_size: int | None = None,
+    def __init__(self, G: Generator, config: Any, *, device: Any, networks: Any, align_size: int | None = None,
                  hash_text_sources: bool = False) -> None:
         from latentpriv.inversion.optimize import config_to_dict
         from latentpriv.inversion.targets import perceptual_record
 
         self.G, self.config, self.device, self.networks, self.align_size = G, config, device, networks, align_size
         self.config_dict = config_to_dict(config)
-        self.info = G.info() if hasattr(G, "info") else {"name": getattr(G, "name", "custom")}
+        self.info = G.info()
         self.perceptual = perceptual_record(networks, unhashed_as_text=hash_text_sources)
 
     def check(self) -> None:
@@ -121,7 +124,7 @@ class Inverter:
 # ------------------------------------------------------------------------------------------ folder runs
 
 
-def invert_task(G: Any, config: Any, *, device: Any, networks: Any, image_dir: Path | None = None,
+def invert_task(G: Generator, config: Any, *, device: Any, networks: Any, image_dir: Path | None = None,
                 extra_record: Mapping[str, Any] | None = None, save_every: int | None = None,
                 snapshot_dir: Path | None = None, align_size: int | None = None) -> BatchTask:
     """The ``invert`` command as a :class:`BatchTask`: ``STEM.<image> -> STEM.npy + STEM.json``.
@@ -218,7 +221,7 @@ def snapshot_path(path: Path, step: int) -> Path:
     return path.with_name(f"{path.stem}_{step:06d}{path.suffix}")
 
 
-def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Any, config: Any, *, device: Any,
+def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Generator, config: Any, *, device: Any,
                  networks: Any, batch_size: int = 1, images: Sequence[Path | None] | None = None,
                  save_every: int | None = None, progress: bool = True, extra_record: dict[str, Any] | None = None,
                  align_size: int | None = None, report: Callable[[str], None] | None = None) -> list[ItemResult]:

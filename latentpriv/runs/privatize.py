@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from latentpriv.runs.engine import (
     run_cli,
     secret_key,
 )
+
+if TYPE_CHECKING:
+    from latentpriv.models.protocol import Generator
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +139,13 @@ class PrivatizeOptions:
 # -------------------------------------------------------------------------------------- release setup
 
 
-def resolve_center(center: str | float, dirs: np.ndarray, space: str, generator: Any | None) -> tuple[np.ndarray, str]:
+def resolve_center(center: str | float, dirs: np.ndarray, space: str, generator: Generator | None) -> tuple[np.ndarray, str]:
     """Centre per direction and a description. ``auto``: ``<w_avg, n_i>`` for W/W+, 0 for Z (prior mean)."""
     if center != "auto":
         return np.full(len(dirs), float(center)), "value"
     if space == "z":
         return np.zeros(len(dirs)), "auto: Z prior mean 0"
-    if generator is None or getattr(generator, "w_avg", None) is None:
+    if generator is None or generator.w_avg is None:
         raise ConfigError("--center auto needs a generator with w_avg: pass --weights FILE or --model NAME "
                           "whose weights are present")
     w_avg = generator.w_avg.detach().cpu().numpy().astype(np.float64).reshape(-1)
@@ -487,8 +490,9 @@ def privatize_task(opts: PrivatizeOptions, *, outdir: Path, warn: Warn | None = 
 def render_paths(render_dir: Path, stem: str, rows: int) -> list[Path]:
     """Where ``privatize DIR --render RENDER_DIR`` puts the images of ``STEM_private.npy``:
     ``STEM_private.png`` for one row, ``STEM_private_0000.png`` ... for N rows (as ``generate DIR`` names them)."""
-    return [render_dir / (f"{stem}_private.png" if rows == 1 else f"{stem}_private_{i:04d}.png")
-            for i in range(rows)]
+    from latentpriv.models.render import row_image_paths
+
+    return row_image_paths(render_dir, f"{stem}_private", rows)
 
 
 def check_render_dir(render_dir: Path, input_dir: Path, outdir: Path, *, overwrite: bool) -> None:
@@ -507,7 +511,7 @@ def check_render_dir(render_dir: Path, input_dir: Path, outdir: Path, *, overwri
                              "it or choose an empty --render folder")
 
 
-def render_released(G: Any, outdir: Path, render_dir: Path, summary: BatchSummary, *, space: str | None,
+def render_released(G: Generator, outdir: Path, render_dir: Path, summary: BatchSummary, *, space: str | None,
                     model: str, overwrite: bool = False) -> tuple[list[Path], dict[str, str]]:
     """Render the latents a folder ``privatize`` run released or found complete (``privatize DIR --render``).
 
