@@ -73,8 +73,9 @@ def load_folder(folder: Path, output: str):
 
 def folder_paths(outdir: Path, folder: list[tuple[Path, int]]) -> list[Path]:
     """``OUTDIR/STEM.png`` for a one-row file, ``OUTDIR/STEM_0000.png`` ... for an N-row one."""
-    return [outdir / (f"{f.stem}.png" if rows == 1 else f"{f.stem}_{i:04d}.png")
-            for f, rows in folder for i in range(rows)]
+    from latentpriv.models.render import row_image_paths
+
+    return [p for f, rows in folder for p in row_image_paths(outdir, f.stem, rows)]
 
 
 def _truncation(G, space: str, psi: float | None, layers: int | None, off: bool) -> tuple[float | None, int | None]:
