@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import InputError
+from latentpriv.models import registry as _registry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
@@ -166,8 +167,8 @@ _EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 
                    6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 
 
-#: default latent space of a model when neither --space nor a loaded generator says otherwise
-MODEL_DEFAULT_SPACE = {"stylegan_ffhq": "w", "dcgan64": "z"}
+#: default latent space of a model when neither --space nor a loaded generator says otherwise (from the registry)
+MODEL_DEFAULT_SPACE = {name: str(_registry.model_default_space(name)) for name in _registry.model_names()}
 
 
 @dataclass
