@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from latentpriv.cli.options import DEFAULT_SPACES, MODEL_NAMES
 from latentpriv.privacy.coordinate_mechanisms import MECHANISMS
 
 
@@ -21,7 +22,7 @@ def _warn(msg: str) -> None:
 
 @click.command("attack")
 @click.option("--model", required=True, help="Model whose faces are sampled and whose boundaries --attr names "
-                                             "(dcgan64, stylegan_ffhq).")
+                                             f"({MODEL_NAMES}).")
 @click.option("--weights", default=None, metavar="FILE|NAME", help="Generator weights (default: --model's).")
 @click.option("--attr", "attrs", multiple=True, metavar="NAME", help="Protected attribute; repeatable.")
 @click.option("--boundary", "boundary_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -34,7 +35,7 @@ def _warn(msg: str) -> None:
 @click.option("--latents", "latents_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of .npy latents to attack instead of sampled faces.")
 @click.option("--space", type=click.Choice(["z", "w", "wp"]), default=None,
-              help="Latent space (default: the model's: z for dcgan64, w for StyleGAN).")
+              help=f"Latent space (default: the model's: {DEFAULT_SPACES}).")
 @click.option("--mechanism", type=click.Choice(MECHANISMS), default="laplace",
               show_default=True, help="The release's mechanism (seed: the research notebook's, no guarantee).")
 @click.option("--delta", type=float, default=None, help="delta for gaussian/seed (e.g. 1e-5).")

