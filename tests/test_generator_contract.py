@@ -48,6 +48,7 @@ def test_family_implements_the_contract(family, tmp_path):
     assert isinstance(G, Generator)
     check_generator(G)                           # attributes, sample_z/mapping/synthesize/to_uint8 shapes
     assert G.info()["family"] in (family, "dcgan64")
+    assert G.default_space == FAMILIES[family].default_space  # what registry.model_default_space answers unloaded
 
 
 def test_check_generator_names_what_is_missing():

@@ -32,6 +32,7 @@ from torch import nn
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
 from latentpriv.models.checkpoint import key_problems, short_list
+from latentpriv.models.protocol import StandardNormalZ
 
 Z_DIM = 100
 NGF = 64
@@ -42,7 +43,7 @@ RESOLUTION = 64
 CHECKPOINT_KEY = "netG_state_dict"
 
 
-class DCGAN64Generator(nn.Module):
+class DCGAN64Generator(StandardNormalZ, nn.Module):
     """DCGAN 64x64 generator implementing latentpriv's generator contract for a Z-only model.
 
     Attributes follow ``docs/DEVELOPING.md``: ``resolution`` 64, ``z_dim == w_dim == 100``,
@@ -132,17 +133,6 @@ class DCGAN64Generator(nn.Module):
             raise InputError(f"images have shape {tuple(x.shape)}, expected (N, 3, H, W)")
         x = np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-    def sample_z(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` standard-normal Z codes ``[n, 100]`` float32 on the model's device.
-
-        Drawn on ``generator``'s device (so a CPU generator gives the same codes whatever the model's
-        device) and then moved.
-        """
-        if int(n) < 1:
-            raise InputError(f"n={n}: need at least one sample")
-        z = torch.randn(int(n), self.z_dim, generator=generator, device=generator.device)
-        return z.to(self.device)
 
     def info(self) -> dict:
         """Provenance record: name, family, resolution, latent spaces, weights path and sha256."""

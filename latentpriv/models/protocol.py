@@ -77,6 +77,23 @@ class Generator(Protocol):
         ...
 
 
+class StandardNormalZ:
+    """The contract's :meth:`Generator.sample_z` for families whose Z prior is ``N(0, I_z_dim)`` (a mixin)."""
+
+    z_dim: int
+    device: torch.device
+
+    def sample_z(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` standard-normal Z codes ``[n, z_dim]`` float32 on the model's device.
+
+        Drawn on ``generator``'s device, so a CPU generator gives the same codes whatever the model's device.
+        """
+        if int(n) < 1:
+            raise InputError(f"n={n}: need at least one sample")
+        z = torch.randn(int(n), self.z_dim, generator=generator, device=generator.device)
+        return z.to(self.device)
+
+
 def check_generator(G: object, *, n: int = 2) -> None:
     """Raise :class:`InputError` unless ``G`` implements :class:`Generator`, including the methods' shapes.
 

@@ -43,6 +43,7 @@ from torch import nn
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
 from latentpriv.models.checkpoint import key_problems, short_list
+from latentpriv.models.protocol import StandardNormalZ
 
 #: The official wrapper's defaults (``model_settings.py``): truncation psi and number of truncated layers.
 DEFAULT_TRUNCATION_PSI = 0.7
@@ -411,7 +412,7 @@ class SynthesisNetwork(nn.Module):
 # ------------------------------------------------------------------------------------------ generator
 
 
-class StyleGANGenerator(nn.Module):
+class StyleGANGenerator(StandardNormalZ, nn.Module):
     """InterFaceGAN-compatible StyleGAN v1 generator implementing latentpriv's generator contract.
 
     Attributes: ``name``, ``resolution``, ``z_dim``, ``w_dim``, ``num_layers`` (W+ layers, 18 at 1024),
@@ -545,16 +546,6 @@ class StyleGANGenerator(nn.Module):
         x = (x - np.float32(-1.0)) * np.float32(255) / np.float32(2.0)
         x = np.clip(x + np.float32(0.5), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-    def sample_z(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` standard-normal Z codes ``[n, z_dim]`` float32 on the model's device.
-
-        Drawn on ``generator``'s device, so a CPU generator gives the same codes whatever the model's device.
-        """
-        if int(n) < 1:
-            raise InputError(f"n={n}: need at least one sample")
-        z = torch.randn(int(n), self.z_dim, generator=generator, device=generator.device)
-        return z.to(self.device)
 
     def info(self) -> dict:
         """Provenance record: name, family, shape of the model, weights path and sha256."""
