@@ -1,7 +1,7 @@
 """Identity embeddings with dlib's face recognition ResNet (optional ``face`` extra).
 
 dlib's ``dlib_face_recognition_resnet_model_v1`` maps an aligned 150x150 face chip to a 128-d vector;
-two faces whose embeddings are closer than :data:`SAME_PERSON_THRESHOLD` (0.6, Euclidean) are the same
+two faces whose embeddings are closer than :data:`SAME_PERSON_THRESHOLD` (Euclidean) are the same
 person by dlib's own criterion (99.38 % on LFW). The chip is cut from the face's landmarks by dlib; small
 images are upsampled first exactly as for detection (:mod:`latentpriv.faces.landmarks`).
 
@@ -17,6 +17,7 @@ from latentpriv.errors import InputError
 from latentpriv.faces import models
 from latentpriv.faces.landmarks import Face, check_image, largest_face, resize, working_scale
 
+#: dlib's same-person threshold on the Euclidean distance of two embeddings; the one place it is written
 SAME_PERSON_THRESHOLD = 0.6
 EMBEDDING_DIM = 128
 
@@ -69,7 +70,7 @@ def identity_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def same_person(distance: np.ndarray | float) -> np.ndarray:
-    """``distance < 0.6`` (dlib's threshold); False where the distance is NaN."""
+    """``distance < SAME_PERSON_THRESHOLD`` (dlib's threshold); False where the distance is NaN."""
     d = np.asarray(distance, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return d < SAME_PERSON_THRESHOLD

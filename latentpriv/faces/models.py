@@ -127,7 +127,8 @@ def shape_predictor_68() -> Any:
 
 @functools.lru_cache(maxsize=1)
 def face_recognizer() -> Any:
-    """dlib's ResNet face recognition model (128-d embedding, 0.6 same-person threshold)."""
+    """dlib's ResNet face recognition model (128-d embedding; same person below
+    :data:`latentpriv.faces.identity.SAME_PERSON_THRESHOLD`)."""
     dlib = require_dlib()
     return dlib.face_recognition_model_v1(str(model_path("recognition")))
 
