@@ -184,6 +184,26 @@ def test_the_profile_charged_is_the_one_the_record_describes(tmp_path, kw):
     assert kw["params"].profile(w, d, center=0.0, attributes=kw.get("attributes"), covariance=cov).id == row["profile"]
 
 
+def test_releases_decorrelated_under_different_covariances_do_not_compose(tmp_path):
+    """The oblique split's residual depends on Sigma: two releases of one face under different covariances
+    protect different things, so their profiles differ (the second makes the face unbounded) while a repeat
+    under the same Sigma composes; the record names the basis that profile_from_record reads back."""
+    w, d = _face()
+    rng = np.random.default_rng(1)
+    covs = []
+    for _ in range(2):
+        a = rng.normal(size=(16, 16))
+        covs.append(a @ a.T + np.eye(16))
+    params = ReleaseParams(epsilon=1.0)
+    ids = [params.profile(w, d, center=0.0, covariance=c).id for c in (covs[0], covs[0], covs[1], None)]
+    assert ids[0] == ids[1] and len({ids[0], ids[2], ids[3]}) == 3
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    recs = [accounted_release(w, d, params=params, noise=SeededNoise(i), ledger=ledger, covariance=c).record
+            for i, c in enumerate(covs)]
+    assert recs[0]["directions"]["split_sha256_float64"] != recs[1]["directions"]["split_sha256_float64"]
+    assert [r["profile"] for r in ledger.releases()] == [profile_from_record(r).id for r in recs] == ids[::2][:2]
+
+
 def test_several_settings_are_one_transaction_of_every_release(tmp_path):
     """A sweep's grid: each setting x repeats is one release of the face, charged together, pending until
     the caller has written its picture; cancelling leaves the face untouched."""

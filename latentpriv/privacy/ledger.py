@@ -277,10 +277,8 @@ def release_profile(*, relation: str, directions_sha256: Sequence[str] | str | N
 def profile_from_record(record: Mapping[str, Any]) -> Profile:
     """The :class:`Profile` of a privatize record (``latentpriv.privatize``)."""
     dirs = record.get("directions") or {}
-    cov = record.get("covariance")
-    cov_id = None
-    if isinstance(cov, Mapping):
-        cov_id = cov.get("sha256") or cov.get("model_sha256") or json.dumps(cov, sort_keys=True, default=str)
+    # the oblique split's basis U names the covariance it was decorrelated under (None: orthogonal split)
+    cov_id = dirs.get("split_sha256_float64")
     lat = record.get("latent") or {}
     layers = lat.get("edited_layers", lat.get("layers"))
     if not isinstance(layers, (list, tuple)):

@@ -76,6 +76,7 @@ __all__ = [   # both halves' names, importable from here as in latentpriv 0.1
     "release_coordinates", "validate_params",
     "GAUSSIAN_CONTINUOUS", "GAUSSIAN_DISCRETE_1D", "GAUSSIAN_DISCRETE_ZCDP", "SEED_REASON",
     "PreparedRelease", "PrivatizeResult", "direction_hashes", "oblique_split", "prepare_release", "privatize",
+    "split_hash",
 ]
 
 RECORD_FORMAT = "latentpriv.privatize/1"
@@ -104,6 +105,16 @@ class PrivatizeResult:
 def direction_hashes(dirs: np.ndarray) -> list[str]:
     """sha256 of each float64 row of ``dirs`` (a record's ``directions.sha256_float64``)."""
     return [hashlib.sha256(np.ascontiguousarray(r, dtype="<f8").tobytes()).hexdigest() for r in dirs]
+
+
+def split_hash(plan: PreparedRelease) -> str | None:
+    """sha256 of the oblique split's basis ``U`` (float64, row-major), or None for the orthogonal split
+    (``U = N``, already named by the direction hashes). A record's ``directions.split_sha256_float64``: two
+    releases decorrelated under different covariances protect different residuals, so their protection
+    profiles must differ (:func:`~latentpriv.privacy.release.prepared_profile`)."""
+    if not plan.oblique:
+        return None
+    return hashlib.sha256(np.ascontiguousarray(plan.u, dtype="<f8").tobytes()).hexdigest()
 
 
 def _versions() -> dict[str, str]:
@@ -338,6 +349,7 @@ def _record(plan: PreparedRelease, source: NoiseSource, warn: list[str]) -> dict
             "dim": dim,
             "attributes": list(plan.attributes) if plan.attributes is not None else None,
             "sha256_float64": direction_hashes(dirs),
+            "split_sha256_float64": split_hash(plan),
         },
         "latent": {"shape": list(arr.shape), "input_dtype": str(np.dtype(frame.dtype)), "dtype": "float32",
                    "rows": int(n_rows), "layers": int(n_layers) if arr.ndim == 3 else None},

@@ -57,6 +57,7 @@ from latentpriv.privacy.mechanisms import (
     orthonormalize,
     prepare_release,
     privatize,
+    split_hash,
 )
 from latentpriv.privacy.noise import NoiseSource, SeededNoise
 
@@ -128,7 +129,7 @@ def prepared_profile(plan: PreparedRelease) -> Profile:
     (the same :func:`~latentpriv.privacy.ledger.profile_from_record` reads back from its record)."""
     k, dim = plan.dirs.shape
     return release_profile(relation=plan.mech.relation, directions_sha256=direction_hashes(plan.dirs), k=k,
-                           dim=dim, split=plan.split, attributes=plan.attributes)
+                           dim=dim, split=plan.split, attributes=plan.attributes, covariance=split_hash(plan))
 
 
 @dataclass
