@@ -272,3 +272,24 @@ def test_sigterm_in_process_raises_batch_interrupted_and_keeps_finished_items(tm
                                                                for _ in items])
     summary = run_batch(calm, tmp_path / "in", out)
     assert (summary.ok, summary.skipped) == (2, 2)
+
+
+def test_the_cli_maps_an_interrupted_or_quietly_failed_folder_run_to_its_exit_status(capsys):
+    """The engine raises, never exits: cli/folder.py shows rank 0's line and exits 128 + signal; a rank other
+    than 0 whose items failed (ItemsFailed quiet) exits 1 without a second message; other errors pass on."""
+    from latentpriv.cli.folder import folder_run
+    from latentpriv.runs.engine import ItemsFailed
+
+    exc = BatchInterrupted(signal.SIGTERM, done=2)
+    exc.report = "Error: invert interrupted by SIGTERM after 2 item(s) on this process"
+    with pytest.raises(SystemExit) as stop, folder_run():
+        raise exc
+    assert stop.value.code == 143 and "after 2 item(s)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop, folder_run():
+        raise BatchInterrupted(signal.SIGTERM)              # another rank: no line
+    assert stop.value.code == 143 and capsys.readouterr().err == ""
+    with pytest.raises(SystemExit) as stop, folder_run():
+        raise ItemsFailed("", quiet=True)
+    assert stop.value.code == 1 and capsys.readouterr().err == ""
+    with pytest.raises(ItemsFailed, match="2 of 3 inputs failed"), folder_run():
+        raise ItemsFailed("2 of 3 inputs failed: ...")     # rank 0: the CLI prints it as one Error: line
