@@ -421,7 +421,7 @@ def _initial_latent(G: Generator, space: str, init: str, w_avg: Tensor | None, n
     broadcast, so every image starts at the same point whatever the batch."""
     with torch.no_grad():
         if init == "random":
-            z0 = torch.randn((1, int(G.z_dim)), generator=generator, device=generator.device).to(device)
+            z0 = G.sample_z(1, generator).to(device)
             start = z0 if space == "z" else G.mapping(z0).float()
         else:
             start = w_avg[None]  # type: ignore[index]
@@ -439,7 +439,7 @@ def _latent_std(G: Generator, space: str, w_avg: Tensor | None, cfg: NoiseRampCo
     if space == "z" or w_avg is None:
         return math.sqrt(z_dim)
     with torch.no_grad():
-        zs = torch.randn((cfg.samples, z_dim), generator=generator, device=generator.device).to(device)
+        zs = G.sample_z(cfg.samples, generator).to(device)
         ws = torch.cat([G.mapping(c).float() for c in zs.split(4096)])
         return float(((ws - w_avg).pow(2).sum() / ws.shape[0]).sqrt())
 
@@ -628,8 +628,9 @@ def invert(G: Generator, targets: Tensor | Sequence[Tensor], config: InversionCo
             metrics, and to the VGG input size as ``config.loss.resize`` says.
         config: an :class:`InversionConfig` (default: the dataclass defaults; see :func:`load_config`).
         device: where to optimise.
-        generator: the only randomness (initial latent for ``init: random``, noise ramp); default a
-            ``torch.Generator`` on the CPU seeded with ``config.seed``. Draws are per step, not per image.
+        generator: the only randomness (initial latent for ``init: random`` and the noise ramp's scale,
+            both through ``G.sample_z``; the ramp's per-step noise); default a ``torch.Generator`` on the
+            CPU seeded with ``config.seed``. Draws are per step, not per image.
         networks: VGG16/LPIPS backbone; default :meth:`PerceptualNetworks.load` -- the only file access
             of this function (reading the cached weights; nothing is written or downloaded).
         callback: called with an :class:`InversionStep` after every step; returning True stops early.
