@@ -73,3 +73,35 @@ def test_lpips_wrapper_zero_for_identical_and_grows_with_noise(images):
 
     ref = lpips(to_tensor01(images[:2]), to_tensor01(strong), nets).double().numpy()
     np.testing.assert_allclose(lpips_distance(images[:2], strong, nets, batch_size=1), ref, rtol=1e-5)
+
+
+def test_sweep_face_fields_without_dlib(monkeypatch):
+    """The face phase of privacy_utility_sweep on a stand-in face_analysis: identity distance to the same
+    latent's original, the same-person flag at faces.identity.SAME_PERSON_THRESHOLD, None where no face."""
+    from latentpriv.evaluate import metrics
+    from latentpriv.faces.identity import SAME_PERSON_THRESHOLD
+
+    def fake_faces(images):  # embedding: the image mean in every coordinate; no face for a black image
+        m = np.asarray(images, dtype=np.float64).reshape(len(images), -1).mean(axis=1)
+        emb = np.repeat(m[:, None] / 1000.0, 128, axis=1)
+        emb[m == 0] = np.nan
+        return {"smile": np.where(m == 0, np.nan, m / 255.0)}, emb
+
+    monkeypatch.setattr(metrics, "face_analysis", fake_faces)
+    lat = np.array([[1.0, 0.0], [0.5, -1.0]])  # the release moves the first coordinate only
+
+    def render(x):  # the brightness follows the first coordinate; a negative second one renders black (no face)
+        x = np.asarray(x)
+        v = np.where(x[:, 1:] < 0, 0, np.clip(100 + 10 * x[:, :1], 1, 255))
+        return np.broadcast_to(v[:, :, None, None], (len(x), 16, 16, 3)).astype(np.uint8)
+
+    out = metrics.privacy_utility_sweep(render, lat, np.eye(2)[:1], epsilons=[1.0], mechanisms=["laplace"],
+                                        attributes=["smile"], seed=0)
+    (a, b), (oa, ob) = out["rows"], out["originals"]
+    assert oa["face_found"] and not ob["face_found"] and ob["smile"] is None
+    d = abs(float(render(lat[:1])[0, 0, 0, 0]) - float(render([[a["coord_after_smile"], 0.0]])[0, 0, 0, 0]))
+    assert a["identity_distance"] == pytest.approx(d / 1000.0 * np.sqrt(128))
+    assert a["same_person"] == (a["identity_distance"] < SAME_PERSON_THRESHOLD)
+    assert a["smile_change"] == pytest.approx(a["smile"] - oa["smile"])
+    assert b["face_found"] is False and b["identity_distance"] is None and b["same_person"] is None
+    assert out["summary"][0]["n_faces"] == 1

@@ -17,6 +17,7 @@ All functions take RGB ``uint8`` images ``[H, W, 3]`` or batches ``[N, H, W, 3]`
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -242,8 +243,19 @@ def _image_fields(base: np.ndarray, images: np.ndarray, networks: PerceptualNetw
     return rows
 
 
-def _sweep_originals(base: np.ndarray, before: np.ndarray, attributes: list[str],
-                     faces: bool) -> tuple[list[dict], dict[str, np.ndarray] | None, np.ndarray | None]:
+@dataclass(frozen=True)
+class _Originals:
+    """The unreleased faces of a sweep: renders ``uint8 [N, H, W, 3]``, coordinates ``[N, k]``, their rows and
+    (with ``faces``) landmark scores ``{name: [N]}`` and identity embeddings ``[N, 128]``."""
+
+    images: np.ndarray
+    coords: np.ndarray
+    rows: list[dict]
+    scores: dict[str, np.ndarray] | None
+    emb: np.ndarray | None
+
+
+def _sweep_originals(base: np.ndarray, before: np.ndarray, attributes: list[str], faces: bool) -> _Originals:
     """The originals' rows (coordinates, face scores) and their face scores/embeddings for the changes."""
     o_scores, o_emb = face_analysis(base) if faces else (None, None)
     originals = []
@@ -253,7 +265,27 @@ def _sweep_originals(base: np.ndarray, before: np.ndarray, attributes: list[str]
             o["face_found"] = bool(np.isfinite(o_emb[i]).all())
             o.update({k: _finite(float(v[i])) for k, v in o_scores.items()})
         originals.append(o)
-    return originals, o_scores, o_emb
+    return _Originals(base, before, originals, o_scores, o_emb)
+
+
+def _sweep_rows(orig: _Originals, images: np.ndarray, after: np.ndarray, key: dict, *, attributes: list[str],
+                scored: list[str], networks: PerceptualNetworks | None, lpips_size: int | None) -> list[dict]:
+    """The rows of one release: per latent ``key`` (mechanism, epsilon, repeat), its coordinates before and
+    after, and the measurements of its render ``images[i]`` against the original's."""
+    measured = _image_fields(orig.images, images, networks, lpips_size)
+    if orig.emb is not None:
+        p_scores, p_emb = face_analysis(images)
+        for m, f in zip(measured, _face_fields(orig.emb, p_emb, orig.scores, p_scores, scored), strict=True):
+            m.update(f)
+    rows = []
+    for i, m in enumerate(measured):
+        r: dict = {"latent": i, **key}
+        for j, a in enumerate(attributes):
+            r[f"coord_before_{a}"] = float(orig.coords[i, j])
+            r[f"coord_after_{a}"] = float(after[i, j])
+            r[f"coord_change_{a}"] = float(after[i, j] - orig.coords[i, j])
+        rows.append({**r, **m})
+    return rows
 
 
 def _sweep_draw(latents: np.ndarray, directions: np.ndarray, *, mech: str, eps: float, delta: float,
@@ -319,7 +351,7 @@ def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: n
     base = render(latents)
     before = coordinates(latents, directions, layers=layers)  # [N, k]
     scored = [ATTRIBUTE_SCORE[a] for a in attributes if a in ATTRIBUTE_SCORE]
-    originals, o_scores, o_emb = _sweep_originals(base, before, attributes, faces)
+    orig = _sweep_originals(base, before, attributes, faces)
 
     # the grid: draw, render, measure each cell; one summary row per cell
     rows: list[dict] = []
@@ -332,23 +364,13 @@ def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: n
                 res = _sweep_draw(latents, directions, mech=mech, eps=eps, delta=delta, clip_radius=clip_radius,
                                   center=center, rng=rng, layers=layers, attributes=attributes)
                 after = coordinates(res.latent, directions, layers=layers)
-                imgs = render(np.asarray(res.latent))
-                measured = _image_fields(base, imgs, networks, lpips_size)
-                if faces:
-                    p_scores, p_emb = face_analysis(imgs)
-                    for m, f in zip(measured, _face_fields(o_emb, p_emb, o_scores, p_scores, scored), strict=True):
-                        m.update(f)
-                for i, m in enumerate(measured):
-                    r: dict = {"latent": i, "mechanism": mech, "epsilon": float(eps), "repeat": rep}
-                    for j, a in enumerate(attributes):
-                        r[f"coord_before_{a}"] = float(before[i, j])
-                        r[f"coord_after_{a}"] = float(after[i, j])
-                        r[f"coord_change_{a}"] = float(after[i, j] - before[i, j])
-                    cell.append({**r, **m})
+                cell += _sweep_rows(orig, render(np.asarray(res.latent)), after,
+                                    {"mechanism": mech, "epsilon": float(eps), "repeat": rep},
+                                    attributes=attributes, scored=scored, networks=networks, lpips_size=lpips_size)
             rows.extend(cell)
             summary.append(_summarise(cell, mech, float(eps), attributes, scored, faces, networks is not None,
                                       res.record.get("guarantee", {}).get("type")))
-    return {"rows": rows, "summary": summary, "originals": originals}
+    return {"rows": rows, "summary": summary, "originals": orig.rows}
 
 
 def median_ci(values: list, level: float = 0.95) -> tuple[float | None, list[float] | None]:
