@@ -3,9 +3,14 @@
 Two small tables keep this open to new model families:
 
 * ``FAMILIES``: family -> :class:`Family` (its loader ``"module:function"`` called as
-  ``loader(path, device, name=...)`` and a predicate recognising its checkpoints);
+  ``loader(path, device, name=...)``, a predicate recognising its checkpoints and its default space);
+  every family's generator implements :class:`latentpriv.models.protocol.Generator`, which
+  ``tests/test_generator_contract.py`` checks for each entry;
 * ``MODELS``: registered asset name -> family (adding a model is one entry here plus its
-  :class:`~latentpriv.assets.Asset` in :mod:`latentpriv.asset_catalog`).
+  :class:`~latentpriv.assets.Asset` in :mod:`latentpriv.asset_catalog`). Model lists elsewhere (CLI help,
+  boundary names, default spaces) come from :func:`model_names` and :func:`model_default_space`.
+
+Importing this module does not import torch (the loaders do), so the CLI can list models cheaply.
 
 A name's file is found with :func:`latentpriv.assets.locate` (search path, structural check); a missing
 file is an :class:`~latentpriv.errors.AssetError` naming the asset, the paths searched and the fetch
