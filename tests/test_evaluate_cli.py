@@ -201,16 +201,8 @@ def test_sweep_figure_without_matplotlib_names_the_extra(tmp_path, monkeypatch):
     assert not (tmp_path / "s.json").exists()
 
 
-def test_sweep_cli_on_the_demo_generator(tmp_path, monkeypatch):
+def test_sweep_cli_on_the_demo_generator(tmp_path):
     """End to end on dcgan64 (weights fetched by CI: `latentpriv weights fetch dcgan64`)."""
-    import importlib.util
-
-    if importlib.util.find_spec("latentpriv.models.registry") is None:  # registry not merged yet: load directly
-        import latentpriv.cli.privatize as priv
-        from latentpriv.assets import locate
-        from latentpriv.models.dcgan import load_dcgan
-
-        monkeypatch.setattr(priv, "load_generator_for", lambda w, m, d: load_dcgan(locate(m), name=m))
     b = _unit(100, 7)
     save_npy(tmp_path / "dir.npy", b)
     args = ["evaluate", "--sweep", "--model", "dcgan64", "--boundary", str(tmp_path / "dir.npy"), "--samples", "2",

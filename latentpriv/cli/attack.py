@@ -16,10 +16,6 @@ from latentpriv.cli.options import DEFAULT_SPACES, MODEL_NAMES
 from latentpriv.privacy.coordinate_mechanisms import MECHANISMS
 
 
-def _warn(msg: str) -> None:
-    click.echo(f"Warning: {msg}", err=True)
-
-
 @click.command("attack")
 @click.option("--model", required=True, help="Model whose faces are sampled and whose boundaries --attr names "
                                              f"({MODEL_NAMES}).")
@@ -73,8 +69,7 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
     """
     from tqdm.auto import tqdm
 
-    from latentpriv.cli.options import parse_epsilons
-    from latentpriv.cli.privatize import parse_center
+    from latentpriv.cli.options import parse_center, parse_epsilons, warn
     from latentpriv.evaluate import attack_run
     from latentpriv.outputs import check_outputs
     from latentpriv.privacy.coordinate_mechanisms import validate_params
@@ -90,7 +85,7 @@ def attack(model, weights, attrs, boundary_files, epsilons, num, train_num, late
         center=parse_center(center), seed=secrets.randbits(31) if seed is None else seed, seed_noise=seed_noise,
         ledger_path=ledger_path, decorrelate=decorrelate, train_num=train_num, faces=faces, lpips=lpips,
         workers=workers)
-    out = attack_run.run_attack_files(outdir, settings, warn=_warn, progress=lambda **kw: tqdm(leave=False, **kw))
+    out = attack_run.run_attack_files(outdir, settings, warn=warn, progress=lambda **kw: tqdm(leave=False, **kw))
     for r in out["results"]:
         adv = r["adversaries"]
         fmt = lambda a: "-" if a.get("accuracy") is None else f"{a['accuracy']:.3f} [{a['ci'][0]:.3f}, {a['ci'][1]:.3f}]"  # noqa: E731

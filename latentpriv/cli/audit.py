@@ -18,7 +18,7 @@ def _artifact(epsilon: float | None, trials: int | None, lattice_trials: int | N
               output: Path | None, as_json: bool) -> None:
     import functools
 
-    from latentpriv.cli.privatize import warn
+    from latentpriv.cli.options import warn
     from latentpriv.io import write_json
     from latentpriv.privacy.artifact_audit import audit_artifact, default_pairs, file_reader
 

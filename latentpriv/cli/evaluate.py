@@ -19,12 +19,8 @@ from pathlib import Path
 
 import click
 
-from latentpriv.cli.options import DEFAULT_SPACES, parse_epsilons, with_threads
+from latentpriv.cli.options import DEFAULT_SPACES, parse_epsilons, warn, with_threads
 from latentpriv.privacy.coordinate_mechanisms import MECHANISMS
-
-
-def _warn(msg: str) -> None:
-    click.echo(f"Warning: {msg}", err=True)
 
 
 def _names(value: str, option: str, allowed: tuple[str, ...]) -> list[str]:
@@ -124,12 +120,12 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
             from latentpriv.evaluate.plots import pyplot
 
             pyplot()  # no matplotlib: say so before the sweep's work, not after it
-        from latentpriv.cli.privatize import parse_center, parse_layers
+        from latentpriv.cli.options import parse_center, parse_layers
 
         result = report.sweep_model(
             model, weights=weights, latents_files=latents_files, samples=samples, sample_seed=sample_seed,
             attrs=attrs, boundary_files=boundary_files, space=space, center=parse_center(center), layers=layers,
-            layer_indices=parse_layers(layers), device=device, warn=_warn, epsilons=eps, mechanisms=mechs, delta=delta,
+            layer_indices=parse_layers(layers), device=device, warn=warn, epsilons=eps, mechanisms=mechs, delta=delta,
             clip_radius=clip_radius, seed=None if secure_noise else seed, repeats=repeats, lpips=lpips,
             lpips_size=lpips_size, faces=faces)
         lines = report.format_table(result["summary"], report.sweep_columns(result))
@@ -140,7 +136,7 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
                 raise click.UsageError(f"{name} applies to --sweep only")
         result = report.compare_files(run_dir, original=original, recon=recon, private=private, attrs=attrs,
                                       boundary_files=boundary_files, model=model, space=space, lpips=lpips,
-                                      lpips_size=lpips_size, faces=faces, device=device, warn=_warn)
+                                      lpips_size=lpips_size, faces=faces, device=device, warn=warn)
         check_outputs([json_path, csv_path], overwrite=overwrite, inputs=report.compare_inputs(result),
                       option="output file")
         rows = [{**r, "file": Path(r["file"]).name} for r in result["rows"]]

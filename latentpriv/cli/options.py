@@ -86,3 +86,43 @@ def parse_epsilons(value: str, option: str = "--epsilons", *, allow_inf: bool = 
     if not out:
         raise click.BadParameter(f"give at least one epsilon, e.g. {example}", param_hint=option)
     return out
+
+
+# ------------------------------------------------------------------------------------- console and option errors
+
+
+def warn(msg: str) -> None:
+    """A library warning on the console (stderr), one line."""
+    click.echo(f"Warning: {msg}", err=True)
+
+
+def option_errors(call: Callable[[Any], Any], value: Any) -> Any:
+    """``call(value)``, with the library's :class:`~latentpriv.runs.privatize.OptionValueError` shown as
+    click's usage error for that option (exit 2)."""
+    from latentpriv.runs.privatize import OptionValueError
+
+    try:
+        return call(value)
+    except OptionValueError as exc:
+        raise click.BadParameter(exc.detail, param_hint=exc.option) from None
+
+
+def parse_center(value: str) -> str | float:
+    """``--center``: ``auto`` or a number."""
+    from latentpriv.runs.privatize import parse_center as parse
+
+    return option_errors(parse, value)
+
+
+def parse_layers(value: str | None) -> list[int] | None:
+    """``--layers 0-7`` or ``0,1,2`` -> indices."""
+    from latentpriv.runs.privatize import parse_layers as parse
+
+    return option_errors(parse, value)
+
+
+def parse_split(value: str | None) -> list[float] | None:
+    """``--epsilon-split 2,1`` -> weights."""
+    from latentpriv.runs.privatize import parse_split as parse
+
+    return option_errors(parse, value)

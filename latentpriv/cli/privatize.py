@@ -13,44 +13,16 @@ from typing import Any
 
 import click
 
+from latentpriv.cli.options import option_errors, warn
 from latentpriv.errors import ConfigError
-from latentpriv.io import MODEL_DEFAULT_SPACE, LatentInput, infer_space  # noqa: F401 - shared with other commands
-from latentpriv.models.render import load_generator_for, render_latents  # noqa: F401 - shared with other commands
+from latentpriv.io import LatentInput
 from latentpriv.privacy.mechanisms import DEFAULT_MAX_NORM, MECHANISMS
 from latentpriv.runs import privatize as task
-from latentpriv.runs.privatize import (  # noqa: F401 - shared with other commands
-    default_output,
-    resolve_center,
-    resolve_covariance,
-    validate_common,
-)
 
 log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- shared helpers
-
-
-def _parsed(parse, value):
-    try:
-        return parse(value)
-    except task.OptionValueError as exc:
-        raise click.BadParameter(exc.detail, param_hint=exc.option) from None
-
-
-def parse_center(value: str) -> str | float:
-    """``--center``: ``auto`` or a number."""
-    return _parsed(task.parse_center, value)
-
-
-def parse_layers(value: str | None) -> list[int] | None:
-    """``--layers 0-7`` or ``0,1,2`` -> indices."""
-    return _parsed(task.parse_layers, value)
-
-
-def parse_split(value: str | None) -> list[float] | None:
-    """``--epsilon-split 2,1`` -> weights."""
-    return _parsed(task.parse_split, value)
 
 
 def load_latent_input(path: Path, *, space: str | None, model: str, generator: Any | None = None) -> LatentInput:
@@ -65,10 +37,6 @@ def check_outputs(paths: list[Path], inputs: list[Path], overwrite: bool) -> Non
     from latentpriv.outputs import check_outputs as check
 
     check(paths, overwrite=overwrite, inputs=inputs)
-
-
-def warn(msg: str) -> None:
-    click.echo(f"Warning: {msg}", err=True)
 
 
 def privacy_options(f):
@@ -176,11 +144,11 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
         from latentpriv.cli.folder import folder_run
 
         with folder_run():
-            _parsed(lambda o: task.privatize_dir(input_path, output, o, overwrite=overwrite, warn=warn,
-                                                 render_dir=render, echo=click.echo), options)
+            option_errors(lambda o: task.privatize_dir(input_path, output, o, overwrite=overwrite, warn=warn,
+                                                       render_dir=render, echo=click.echo), options)
         return
-    done = _parsed(lambda o: task.privatize_file(o, input_path, output=output, render=render, overwrite=overwrite,
-                                                 warn=warn), options)
+    done = option_errors(lambda o: task.privatize_file(o, input_path, output=output, render=render,
+                                                       overwrite=overwrite, warn=warn), options)
     _report(done, mechanism, as_json)
 
 

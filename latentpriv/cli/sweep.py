@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from latentpriv.cli.options import parse_epsilons, with_threads
-from latentpriv.cli.privatize import _parsed, privacy_options, warn
+from latentpriv.cli.options import option_errors, parse_epsilons, warn, with_threads
+from latentpriv.cli.privatize import privacy_options
 from latentpriv.runs.sweep import CONFIRM_EPSILON
 
 
@@ -49,7 +49,7 @@ def sweep(input_path: Path, epsilons: str, samples: int, output: Path, cell: int
         space=space, layers=layers, model=model, weights=weights, device=device, ledger_path=ledger_path,
         max_epsilon=max_epsilon, force=force, seed=seed, decorrelate=decorrelate, max_norm=max_norm,
         subject=subject, label=label)
-    done = _parsed(lambda o: sweep_file(o, input_path, epsilons=eps_list, samples=samples, output=output, cell=cell,
-                                        yes=yes, overwrite=overwrite, warn=warn,
-                                        info=lambda msg: click.echo(msg, err=True)), options)
+    done = option_errors(lambda o: sweep_file(o, input_path, epsilons=eps_list, samples=samples, output=output,
+                                              cell=cell, yes=yes, overwrite=overwrite, warn=warn,
+                                              info=lambda msg: click.echo(msg, err=True)), options)
     click.echo(str(done))
