@@ -12,7 +12,7 @@ import json
 import os
 import struct
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,27 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         raise
 
 
+def atomic_write_files(files: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write several files as one unit: ``[(path, data), ...]``.
+
+    Every file is written to a temp file beside it and fsynced before any is renamed; then they are renamed
+    in the given order, so put the file that marks a complete result last. A failure while writing (full
+    disk, read-only folder) leaves none of them; only a kill between two renames can leave a prefix.
+    """
+    with contextlib.ExitStack() as stack:
+        # atomic_write renames when its context exits; ExitStack exits last-in first-out, so enter in reverse
+        handles = [(stack.enter_context(atomic_write(path)), data) for path, data in reversed(list(files))]
+        for fh, data in handles:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the indented JSON text :func:`write_json` writes, encoded."""
+    return (json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n").encode()
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` as a plain (non-pickled) ``.npy`` file, atomically."""
     with atomic_write(path) as fh:
@@ -68,9 +89,8 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    with atomic_write(path, "w") as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False, default=json_default)
-        fh.write("\n")
+    with atomic_write(path) as fh:
+        fh.write(json_bytes(obj))
 
 
 def json_default(obj: Any) -> Any:

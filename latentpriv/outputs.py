@@ -13,6 +13,7 @@ going to write), and :func:`latentpriv.io.atomic_write` records each file it wri
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -85,3 +86,21 @@ def check_outputs(paths: Iterable[str | os.PathLike | None], *, overwrite: bool,
             raise InputError(f"{p}: is a directory, not a file; choose another {option}")
         if (p.exists() or p.is_symlink()) and not overwrite and not written_in_this_run(p):
             raise InputError(f"{p}: already exists; pass --overwrite to replace it or choose another {option}")
+
+
+def check_writable(folder: str | os.PathLike, *, option: str = "-o") -> None:
+    """Raise :class:`InputError` unless files can be created in ``folder`` or, while it does not exist yet, in
+    its nearest existing parent (a probe file is created and removed; no folder is created). Commands call
+    it before slow work whose results go to ``folder``, so a read-only output fails at once, not at the end."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is not a folder")
+        fd, tmp = tempfile.mkstemp(prefix=".latentpriv-probe.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise InputError(f"{folder}: cannot write there ({exc.strerror or exc}); choose another {option}") from exc

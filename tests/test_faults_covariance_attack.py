@@ -175,13 +175,14 @@ def _whole_outputs(outdir: Path) -> set[str]:
 
 
 def test_attack_killed_between_its_files_leaves_whole_files_and_a_rerun_works(tmp_path, dcgan_weights):
-    """Killed after attack.json is in place, before attack.csv is (before attack.json: as covariance above)."""
+    """The three files are one write set renamed csv, png, then json (json marks a complete result): killed at
+    the last rename, the csv and png are whole and there is no attack.json."""
     outdir = tmp_path / "out"
-    _killed_at_rename(2, outdir, [*ATTACK_ARGS, "-o", str(outdir)])
-    assert _whole_outputs(outdir) == {"attack.json"}
+    _killed_at_rename(3, outdir, [*ATTACK_ARGS, "-o", str(outdir)])
+    assert _whole_outputs(outdir) == {"attack.csv", "attack.png"}
     assert all(p.name.endswith(".tmp") for p in outdir.iterdir() if p.name.startswith("."))
     # the overwrite rule: a file this run did not write is kept unless --overwrite
-    _error_line(_run([*ATTACK_ARGS, "-o", str(outdir)]), "attack.json: already exists", "--overwrite")
+    _error_line(_run([*ATTACK_ARGS, "-o", str(outdir)]), "attack.csv: already exists", "--overwrite")
     res = _run([*ATTACK_ARGS, "-o", str(outdir), "--overwrite"])
     assert res.exit_code == 0, res.output
     assert _whole_outputs(outdir) == set(NAMES)
@@ -189,12 +190,15 @@ def test_attack_killed_between_its_files_leaves_whole_files_and_a_rerun_works(tm
 
 
 @pytest.mark.parametrize("fault", ["read-only", "full"])
-def test_attack_on_a_read_only_or_full_disk_is_one_line_and_leaves_whole_files(tmpfs, dcgan_weights, fault):
-    # 8 KiB: attack.json (~5 KB) fits, attack.csv no longer does (tmpfs counts 4 KiB pages)
+def test_attack_on_a_read_only_or_full_disk_is_one_line_and_writes_nothing(tmpfs, dcgan_weights, fault):
+    """A read-only folder is refused before the attack runs; on a full disk (8 KiB: the csv fits, the png
+    does not) the write set fails as a whole: no output file, no temp file."""
     outdir = tmpfs("att", 8, read_only=fault == "read-only") / "out"
-    line = _error_line(_run([*ATTACK_ARGS, "-o", str(outdir)]), "cannot write",
-                       "Read-only file system" if fault == "read-only" else "No space left on device")
+    res = _run([*ATTACK_ARGS, "-o", str(outdir)])
+    line = _error_line(res, "cannot write", "Read-only file system" if fault == "read-only" else "No space left on device")
     assert str(outdir) in line
-    assert _whole_outputs(outdir) <= {"attack.json"}
+    if fault == "read-only":
+        assert "epsilon" not in res.output   # refused up front: no attack ran
+    assert _whole_outputs(outdir) == set()
     assert not outdir.exists() or not list(outdir.glob(".*"))   # no temp file left
     _untouched(dcgan_weights)

@@ -161,9 +161,11 @@ def run_attack_files(outdir: Path, s: AttackSettings, *, warn: Callable[[str], N
     from latentpriv.evaluate.attack import AttackData, run_attack
     from latentpriv.evaluate.latents import sample_latents
     from latentpriv.models.render import load_generator_for, render_latents
+    from latentpriv.outputs import check_writable
     from latentpriv.privacy.mechanisms import orthonormalize, split_basis
     from latentpriv.runs.privatize import resolve_center, resolve_covariance
 
+    check_writable(outdir)   # a read-only output fails now, not after the attack
     started = time.time()
     seeds = seed_streams(s.seed)
     G = load_generator_for(s.weights, s.model, s.device)
@@ -245,21 +247,20 @@ def _record(G: Generator, s: AttackSettings, result: dict, space: str, source: d
 
 
 def _write(outdir: Path, out: dict, result: dict, warn: Callable[[str], None]) -> list[str]:
-    """attack.json, attack.csv and (with matplotlib) attack.png, atomically; the paths written."""
+    """attack.csv, (with matplotlib) attack.png and attack.json as one write set (JSON last: it marks a
+    complete result); nothing of it lands when the disk is full or the folder read-only. The paths written."""
     from latentpriv.evaluate.attack import attack_figure, csv_rows
     from latentpriv.evaluate.plots import PLOT_INSTALL
-    from latentpriv.evaluate.report import write_csv
-    from latentpriv.io import atomic_write, write_json
+    from latentpriv.evaluate.report import csv_text
+    from latentpriv.io import atomic_write_files, json_bytes
 
     paths = [outdir / name for name in OUTPUT_NAMES]
-    # no outdir.mkdir() here: atomic_write creates the folder and turns a read-only one into an InputError
-    write_json(paths[0], out)
-    write_csv(paths[1], csv_rows(result))
+    files = [(paths[1], csv_text(csv_rows(result)).encode())]
     try:
-        png = attack_figure(out)
+        files.append((paths[2], attack_figure(out)))
     except ImportError:
         warn(f"matplotlib is not installed: no attack.png ({PLOT_INSTALL})")
-        return [str(p) for p in paths[:2]]
-    with atomic_write(paths[2]) as fh:
-        fh.write(png)
-    return [str(p) for p in paths]
+    files.append((paths[0], json_bytes(out)))
+    atomic_write_files(files)
+    written = {p for p, _ in files}
+    return [str(p) for p in paths if p in written]

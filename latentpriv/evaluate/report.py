@@ -43,12 +43,10 @@ def _flat_value(v: Any) -> Any:
     return "" if v is None else v
 
 
-def write_csv(path: str | Path, rows: list[dict]) -> None:
-    """Rows (dicts, possibly with different keys) as CSV, columns in first-seen order, atomically.
+def csv_text(rows: list[dict]) -> str:
+    """Rows (dicts, possibly with different keys) as CSV text, columns in first-seen order.
 
     None is an empty cell, infinities are ``inf`` / ``-inf``."""
-    from latentpriv.io import atomic_write
-
     cols: list[str] = []
     for r in rows:
         cols += [k for k in r if k not in cols]
@@ -57,8 +55,15 @@ def write_csv(path: str | Path, rows: list[dict]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: _flat_value(r.get(k)) for k in cols})
+    return buf.getvalue()
+
+
+def write_csv(path: str | Path, rows: list[dict]) -> None:
+    """:func:`csv_text` of ``rows`` written to ``path``, atomically."""
+    from latentpriv.io import atomic_write
+
     with atomic_write(path, "w") as fh:
-        fh.write(buf.getvalue())
+        fh.write(csv_text(rows))
 
 
 def _fmt(v: Any) -> str:
