@@ -29,6 +29,7 @@ from click.testing import CliRunner
 from latentpriv import assets
 from latentpriv.cli import cli
 from latentpriv.edit import covariance as cov
+from latentpriv.errors import InputError
 
 COVARIANCE_ARGS = ["boundary", "covariance", "--model", "dcgan64", "--num", "200", "--heldout", "100",
                    "--device", "cpu"]
@@ -144,7 +145,8 @@ def test_covariance_on_a_read_only_or_full_disk_is_one_line_and_writes_nothing(t
     # the estimate is ~160 KiB: it does not fit in 64 KiB
     folder = tmpfs("cov", 64, read_only=fault == "read-only") / "covariance"
     monkeypatch.setenv(cov.COVARIANCE_DIR_ENV, str(folder))
-    line = _error_line(_run(COVARIANCE_ARGS), "cannot write", "Read-only file system" if fault == "read-only"
+    res = _run(COVARIANCE_ARGS)
+    line = _error_line(res, "cannot write", "Read-only file system" if fault == "read-only"
                        else "No space left on device")
     assert str(folder) in line
     assert not folder.exists() or list(folder.iterdir()) == []   # not even a temp file
@@ -152,6 +154,19 @@ def test_covariance_on_a_read_only_or_full_disk_is_one_line_and_writes_nothing(t
     monkeypatch.setenv(cov.COVARIANCE_DIR_ENV, str(roomy))
     res = _run(COVARIANCE_ARGS)
     assert res.exit_code == 0 and len(_only_whole_estimates(roomy)) == 1, res.output
+
+
+def test_an_unwritable_covariance_cache_is_refused_before_any_sampling(tmp_path, monkeypatch):
+    """The estimate (100,000 samples by default) is not computed when its cache folder cannot be written."""
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv(cov.COVARIANCE_DIR_ENV, str(tmp_path / "file" / "covariance"))
+
+    def estimate(*_args, **_kwargs):
+        raise AssertionError("sampled although the cache cannot be written")
+
+    monkeypatch.setattr(cov, "estimate_covariance", estimate)
+    with pytest.raises(InputError, match="cannot write there"):
+        cov.covariance_for("dcgan64", "z", num=200, heldout_num=100, estimate=True, device="cpu")
 
 
 # ------------------------------------------------------------------------------------------ attack

@@ -494,7 +494,10 @@ def covariance_for(model, space: str, *, num: int | None = None, heldout_num: in
     import torch
 
     from latentpriv.models.protocol import Generator
+    from latentpriv.outputs import check_writable
 
+    # an unwritable cache fails now, not after 100,000 samples
+    check_writable(cache_dir_for_write(), option="LATENTPRIV_COVARIANCE_DIR (or LATENTPRIV_HOME)")
     if isinstance(model, Generator):
         G = model
     else:
