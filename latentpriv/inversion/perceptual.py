@@ -427,8 +427,10 @@ def pil_resize(images01: Tensor, size: int) -> Tensor:
     """
     from PIL import Image
 
+    from latentpriv.io import float01_to_uint8
+
     out = []
-    arr = (images01.detach().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    arr = float01_to_uint8(images01)
     for a in arr:
         img = Image.fromarray(np.ascontiguousarray(a)).resize((size, size), Image.BILINEAR)
         out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
