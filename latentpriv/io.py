@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import struct
@@ -424,15 +425,20 @@ def image_format(path: str | os.PathLike, option: str = "the output") -> str:
     return fmt
 
 
-def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write ``uint8 [H, W, 3]`` (or ``[H, W]``) as an image whose format follows the suffix, atomically."""
+def image_bytes(path: str | os.PathLike, image: np.ndarray) -> bytes:
+    """``uint8 [H, W, 3]`` (or ``[H, W]``) encoded in the format ``path``'s suffix names."""
     from PIL import Image
 
-    path = Path(path)
-    fmt = image_format(path)
-    img = Image.fromarray(np.ascontiguousarray(image))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format=image_format(Path(path)))
+    return buf.getvalue()
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write ``uint8 [H, W, 3]`` (or ``[H, W]``) as an image whose format follows the suffix, atomically."""
+    data = image_bytes(path, image)
     with atomic_write(path) as fh:
-        img.save(fh, format=fmt)
+        fh.write(data)
 
 
 def float01_to_uint8(images01: Any) -> np.ndarray:

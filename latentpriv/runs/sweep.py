@@ -68,19 +68,68 @@ def sweep_file(opts: PrivatizeOptions, input_path: Path, *, epsilons: Sequence[f
     sweep composing more than :data:`CONFIRM_EPSILON` on the face (or give ``opts.max_epsilon``).
     ``warn``/``info``: where warnings and the planned cost go. Returns ``output``.
 
+    The phases: plan (settings, the latent, directions, the composed cost), confirm the cost, reserve the
+    releases in the ledger, draw the rows, compose the grid, then write the grid and its record as one write
+    set (the record last) and commit the charges; anything failing before the commit cancels them.
+
     Raises:
         InputError: not one latent, an unconfirmed large spend, unwritable outputs.
         PrivacyBudgetError: the face would exceed ``opts.max_epsilon`` (nothing drawn, written or charged).
     """
-    from latentpriv.io import save_image, write_json
-    from latentpriv.models.render import load_generator_for, render_latents
+    from latentpriv.io import atomic_write_files, image_bytes, json_bytes
     from latentpriv.outputs import check_outputs
-    from latentpriv.privacy.ledger import Ledger, total_of
-    from latentpriv.privacy.mechanisms import clamp_only, get_mechanism
-    from latentpriv.privacy.noise import make_noise_source
-    from latentpriv.privacy.release import accounted_release, check_ledger_path
+    from latentpriv.privacy.ledger import total_of
 
-    say = warn or (lambda _msg: None)
+    plan = _plan(opts, input_path, epsilons, samples, warn)
+    record_path = output.with_suffix(".json")
+    check_outputs([output, record_path], overwrite=overwrite, inputs=[input_path])
+    _confirm_cost(plan, yes=yes, warn=warn, info=info)
+    rel = _reserve(plan, input_path, output, record_path, warn)
+    try:
+        rows, row_records = _draw_rows(plan, rel)
+        grid = _grid(plan, rows, cell)
+        spent = total_of("sweep", rel.spends if rel is not None else [])
+        record = _record(plan, input_path, output, row_records, rel, spent)
+        atomic_write_files([(output, image_bytes(output, grid)), (record_path, json_bytes(record))])
+    except BaseException:
+        if rel is not None:
+            rel.cancel()   # nothing was written: nothing is charged
+        raise
+    if rel is not None:
+        rel.commit()
+    return output
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What a sweep is going to do: its settings, the latent, the directions, the noise source, one
+    release setting per finite epsilon and their composed cost (``planned``)."""
+
+    opts: PrivatizeOptions
+    epsilons: list[float]
+    samples: int
+    setup: Privatizer
+    inp: object
+    d: object
+    noise: object
+    params: list
+    planned: object
+    release_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    ledger_path: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [b.attribute or b.name for b in self.d.bounds]
+
+
+def _plan(opts: PrivatizeOptions, input_path: Path, epsilons: Sequence[float], samples: int,
+          warn: Warn | None) -> _Plan:
+    """Phase 1: validate the settings, load the generator and the latent, resolve the directions, price the
+    grid (before any output is touched)."""
+    from latentpriv.models.render import load_generator_for
+    from latentpriv.privacy.ledger import total_of
+    from latentpriv.privacy.noise import make_noise_source
+
     finite = [e for e in epsilons if math.isfinite(e)]
     setup = Privatizer(dataclasses.replace(opts, epsilon=finite[0] if finite else 1.0), warn=warn)
     setup.G = load_generator_for(opts.weights, opts.model, opts.device)
@@ -92,77 +141,103 @@ def sweep_file(opts: PrivatizeOptions, input_path: Path, *, epsilons: Sequence[f
     params = [dataclasses.replace(setup.params, epsilon=e) for e in finite]
     # validates the settings before any output; the release charges the same mechanisms' spends
     planned = total_of("sweep", [p.spend(len(d.dirs), noise) for p in params for _ in range(samples)])
-    record_path = output.with_suffix(".json")
-    check_outputs([output, record_path], overwrite=overwrite, inputs=[input_path])
+    return _Plan(opts, list(epsilons), samples, setup, inp, d, noise, params, planned)
+
+
+def _confirm_cost(plan: _Plan, *, yes: bool, warn: Warn | None, info: Warn | None) -> None:
+    """Phase 2: say what the grid costs before any draw; a large spend needs ``yes`` or a budget."""
+    from latentpriv.privacy.mechanisms import get_mechanism
+
+    opts, planned = plan.opts, plan.planned
+    say = warn or (lambda _msg: None)
     if not get_mechanism(opts.mechanism).private:
         say("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
     if opts.seed is not None:
         say(f"--seed {opts.seed}: reproducible numpy noise, NOT for release")
-    if params:   # say what the grid costs before any draw; a large spend needs yes or a budget
-        cost = "unbounded (no guarantee)" if planned.epsilon is None else f"epsilon {planned.epsilon:.4g}" + (
-            f", delta {planned.delta:.3g}" if planned.delta else "")
-        if info is not None:
-            info(f"sweep: {planned.releases} releases of this face ({samples} per finite epsilon), composed spend "
-                 f"{cost}{' [seeded: not a private release]' if opts.seed is not None else ''}")
-        big = planned.epsilon is None or planned.epsilon > CONFIRM_EPSILON
-        if noise.for_release and big and not yes and opts.max_epsilon is None:
-            raise InputError(f"this sweep spends {cost} on the face (more than {CONFIRM_EPSILON:g}); confirm with "
-                             "--yes, set a budget with --max-epsilon, or use fewer --samples/--epsilons")
+    if not plan.params:
+        return
+    cost = "unbounded (no guarantee)" if planned.epsilon is None else f"epsilon {planned.epsilon:.4g}" + (
+        f", delta {planned.delta:.3g}" if planned.delta else "")
+    if info is not None:
+        info(f"sweep: {planned.releases} releases of this face ({plan.samples} per finite epsilon), composed spend "
+             f"{cost}{' [seeded: not a private release]' if opts.seed is not None else ''}")
+    big = planned.epsilon is None or planned.epsilon > CONFIRM_EPSILON
+    if plan.noise.for_release and big and not yes and opts.max_epsilon is None:
+        raise InputError(f"this sweep spends {cost} on the face (more than {CONFIRM_EPSILON:g}); confirm with "
+                         "--yes, set a budget with --max-epsilon, or use fewer --samples/--epsilons")
+
+
+def _reserve(plan: _Plan, input_path: Path, output: Path, record_path: Path, warn: Warn | None):
+    """Phase 3: every finite-epsilon sample is one release of the face, drawn by one accounted release whose
+    charges stay pending until the files are written (None: no finite epsilon, nothing to charge)."""
+    from latentpriv.privacy.ledger import Ledger
+    from latentpriv.privacy.release import accounted_release, check_ledger_path
+
+    opts, d = plan.opts, plan.d
     ledger = Ledger(opts.ledger_path)
     check_ledger_path(ledger, inputs=[input_path], outputs=[output, record_path])
-    release_id = uuid.uuid4().hex
-    names = [b.attribute or b.name for b in d.bounds]
-    rel = None
-    if params:   # every finite-epsilon sample is one release of the face: one accounted release, charges pending
-        rel = accounted_release(inp.latent, d.dirs, params=params, repeats=samples, noise=noise, ledger=ledger,
-                                center=d.centers, attributes=names, max_epsilon=opts.max_epsilon, force=opts.force,
-                                warn=warn, covariance=d.covariance, model=opts.model, space=inp.space,
-                                subject=opts.subject, output=output, label=opts.label, command="sweep", defer=True,
-                                release_id=release_id, ledger_info={"input_file": str(input_path),
-                                                                    "output": str(output), "sweep": release_id})
-    try:
-        draws = iter(rel.draws if rel is not None else [])
-        rows: list[np.ndarray] = []
-        row_records = []
-        for e in epsilons:
-            if math.isinf(e):
-                lat = clamp_only(inp.latent, d.dirs, clip_radius=opts.clip_radius, center=d.centers,
-                                 layers=setup.layers, covariance=d.covariance if opts.decorrelate is not False else None)
-                rows.append(np.repeat(lat, samples, axis=0))
-                row_records.append({"epsilon": None, "label": "inf (no noise: clamp only, not private)"})
-                continue
-            lat, rec = next(draws)
-            rows.append(lat)
-            row_records.append({k: rec[k] for k in ("epsilon", "delta", "epsilon_per_direction", "noise",
-                                                    "guarantee")})
-        original = render_latents(setup.G, inp.latent, inp.space)[0]
-        images = [[original, *render_latents(setup.G, r, inp.space)] for r in rows]
-        size = cell or min(int(images[0][0].shape[0]), 256)
-        center = d.center_mode if setup.center == "auto" else opts.center
-        title = (f"{opts.mechanism} on {', '.join(names)} (B={opts.clip_radius:g}, c={center})"
-                 + ("  [seeded: not for release]" if opts.seed is not None else ""))
-        grid = compose_grid(images, [row_label(e, setup.delta) for e in epsilons],
-                            ["original", *[f"sample {i + 1}" for i in range(samples)]], cell=size, title=title)
-        spent = total_of("sweep", rel.spends if rel is not None else [])
-        write_json(record_path, {
-            "format": "latentpriv.sweep/1", "release_id": release_id, "input": str(input_path),
-            "output": str(output), "mechanism": opts.mechanism, "samples": samples,
-            "epsilons": [None if math.isinf(e) else e for e in epsilons], "clip_radius": opts.clip_radius,
-            "centers": d.centers.tolist(), "center_mode": d.center_mode, "space": inp.space, "model": opts.model,
-            "boundaries": [b.info() for b in d.bounds], "conditions": list(opts.conditions), "rows": row_records,
-            "releases": len(rel.spends) if rel is not None else 0, "epsilon_spent": spent.epsilon,
-            "delta_spent": spent.delta,
-            "note": "the grid shows the original in its first column: it is a research picture, not a release",
-            "sampler": noise.describe(), "generator": setup.G.info(), "ledger": str(ledger.path),
-        })
-        save_image(output, grid)
-    except BaseException:
-        if rel is not None:
-            rel.cancel()   # nothing was written: nothing is charged
-        raise
-    if rel is not None:
-        rel.commit()
-    return output
+    plan.ledger_path = str(ledger.path)
+    if not plan.params:
+        return None
+    return accounted_release(plan.inp.latent, d.dirs, params=plan.params, repeats=plan.samples, noise=plan.noise,
+                             ledger=ledger, center=d.centers, attributes=plan.names, max_epsilon=opts.max_epsilon,
+                             force=opts.force, warn=warn, covariance=d.covariance, model=opts.model,
+                             space=plan.inp.space, subject=opts.subject, output=output, label=opts.label,
+                             command="sweep", defer=True, release_id=plan.release_id,
+                             ledger_info={"input_file": str(input_path), "output": str(output),
+                                          "sweep": plan.release_id})
+
+
+def _draw_rows(plan: _Plan, rel) -> tuple[list[np.ndarray], list[dict]]:
+    """Phase 4: the grid's rows (``samples`` latents each) and their records; ``inf`` is the clamp-only row."""
+    from latentpriv.privacy.mechanisms import clamp_only
+
+    opts, d = plan.opts, plan.d
+    draws = iter(rel.draws if rel is not None else [])
+    rows: list[np.ndarray] = []
+    row_records = []
+    for e in plan.epsilons:
+        if math.isinf(e):
+            lat = clamp_only(plan.inp.latent, d.dirs, clip_radius=opts.clip_radius, center=d.centers,
+                             layers=plan.setup.layers, covariance=d.covariance if opts.decorrelate is not False else None)
+            rows.append(np.repeat(lat, plan.samples, axis=0))
+            row_records.append({"epsilon": None, "label": "inf (no noise: clamp only, not private)"})
+            continue
+        lat, rec = next(draws)
+        rows.append(lat)
+        row_records.append({k: rec[k] for k in ("epsilon", "delta", "epsilon_per_direction", "noise", "guarantee")})
+    return rows, row_records
+
+
+def _grid(plan: _Plan, rows: list[np.ndarray], cell: int | None) -> np.ndarray:
+    """Phase 5: render the original and every row, lay them out with labels (uint8 ``[H, W, 3]``)."""
+    from latentpriv.models.render import render_latents
+
+    opts, setup, space = plan.opts, plan.setup, plan.inp.space
+    original = render_latents(setup.G, plan.inp.latent, space)[0]
+    images = [[original, *render_latents(setup.G, r, space)] for r in rows]
+    size = cell or min(int(images[0][0].shape[0]), 256)
+    center = plan.d.center_mode if setup.center == "auto" else opts.center
+    title = (f"{opts.mechanism} on {', '.join(plan.names)} (B={opts.clip_radius:g}, c={center})"
+             + ("  [seeded: not for release]" if opts.seed is not None else ""))
+    return compose_grid(images, [row_label(e, setup.delta) for e in plan.epsilons],
+                        ["original", *[f"sample {i + 1}" for i in range(plan.samples)]], cell=size, title=title)
+
+
+def _record(plan: _Plan, input_path: Path, output: Path, row_records: list[dict], rel, spent) -> dict:
+    """Phase 6: the ``latentpriv.sweep/1`` record written beside the grid."""
+    opts, d = plan.opts, plan.d
+    return {
+        "format": "latentpriv.sweep/1", "release_id": plan.release_id, "input": str(input_path),
+        "output": str(output), "mechanism": opts.mechanism, "samples": plan.samples,
+        "epsilons": [None if math.isinf(e) else e for e in plan.epsilons], "clip_radius": opts.clip_radius,
+        "centers": d.centers.tolist(), "center_mode": d.center_mode, "space": plan.inp.space, "model": opts.model,
+        "boundaries": [b.info() for b in d.bounds], "conditions": list(opts.conditions), "rows": row_records,
+        "releases": len(rel.spends) if rel is not None else 0, "epsilon_spent": spent.epsilon,
+        "delta_spent": spent.delta,
+        "note": "the grid shows the original in its first column: it is a research picture, not a release",
+        "sampler": plan.noise.describe(), "generator": plan.setup.G.info(), "ledger": plan.ledger_path,
+    }
 
 
 def load_latent(opts: PrivatizeOptions, input_path: Path, generator, warn: Warn | None):
