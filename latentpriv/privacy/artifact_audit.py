@@ -595,15 +595,7 @@ def audit_artifact(pairs: Sequence[NeighbourPair] | None = None, *, trials: int 
     Returns:
         :class:`ArtifactAuditResult`.
     """
-    if isinstance(trials, bool) or not isinstance(trials, (int, np.integer)) or trials < 40:
-        raise ValueError(f"trials = {trials!r} must be an integer >= 40")
-    if isinstance(lattice_trials, bool) or not isinstance(lattice_trials, (int, np.integer)) or lattice_trials < 40:
-        raise ValueError(f"lattice_trials = {lattice_trials!r} must be an integer >= 40")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence = {confidence!r} must be in (0, 1)")
-    unknown = sorted(set(attackers) - set(ATTACKERS))
-    if unknown:
-        raise ValueError(f"unknown attacker(s) {unknown}; choose from {ATTACKERS}")
+    _check_audit_args(trials, lattice_trials, confidence, attackers)
     pairs = list(default_pairs() if pairs is None else pairs)
     release = release or privatize_release
     if noise is None:
@@ -613,68 +605,99 @@ def audit_artifact(pairs: Sequence[NeighbourPair] | None = None, *, trials: int 
     grid = noise.grid_slack() if hasattr(noise, "grid_slack") else 2.0 ** -20
     # the number of tests is fixed by the configuration (not by the data): every applicable attacker x pair
     n_tests = sum(1 for p in (pairs if family is None else family) for a in attackers if _applicable(a, p))
-    alpha = 1.0 - confidence
+    ctx = _AuditContext(trials, lattice_trials, 1.0 - confidence, n_tests, tuple(attackers), release, read_input,
+                        noise, chunk, grid)
     results: list[PairAudit] = []
     tightness: dict[str, Any] = {}
     for pair in pairs:
-        t0 = time.perf_counter()
-        n_rel = min(trials, pair.max_trials) if pair.max_trials else trials
-        n_lat = min(lattice_trials, n_rel)
-        # a batched release is only used when it gives each row the bytes of a one-row release (BLAS may sum
-        # a batch's dot products in another order than a single row's, which moves last bits)
-        consistent = _batch_consistent(pair, pair.x0, release, read_input)
-        rows = chunk if consistent is True else 1
-        files, refusals = [], []
-        for x in (pair.x0, pair.x1):
-            try:
-                files.append(_release_files(pair, x, n_rel, release=release, noise=noise, read_input=read_input,
-                                            chunk=rows))
-            except (InputError, ConfigError) as exc:
-                refusals.append(str(exc))
-        if refusals:
-            # refusing both is a valid answer; refusing one only publishes which side of the check the private
-            # input was on (a distinguishing event of probability 1)
-            status = "refused" if len(refusals) == 2 else "refused-one-side"
-            results.append(PairAudit(pair.describe(), status, refusal=refusals[0],
-                                     seconds=time.perf_counter() - t0))
-            if progress:
-                progress(results[-1])
-            continue
-        eps, delta, coord_eps = _claim(files[0].record)
-        x64 = tuple(np.asarray(x, dtype=np.float64).reshape(files[0].out.shape[1:]) for x in (pair.x0, pair.x1))
-        given = np.asarray(pair.directions, dtype=np.float64)
-        given = given / np.linalg.norm(given, axis=1, keepdims=True)
-        kn = _Knowledge(x64, pair.x0.dtype, given, _orthonormal(given), pair.moved, grid)
-        attacks = []
-        for name in attackers:
-            if not _applicable(name, pair):
-                continue
-            n = n_lat if name in LATTICE_ATTACKERS else n_rel
-            s0, s1 = (_run_attacker(name, f, kn, n) for f in files)
-            r = empirical_epsilon(s0, s1, delta=delta, alpha=alpha, n_tests=n_tests)
-            attacks.append(AttackResult(name, r["epsilon_lb"], r["event"], r["p"], r["q"], n))
-            if name == "coordinate" and pair.role == "worst" and not tightness:
-                own = empirical_epsilon(s0, s1, delta=delta, alpha=alpha)
-                tightness = {"pair": pair.name, "epsilon_lb": own["epsilon_lb"], "event": own["event"],
-                             "coordinate_epsilon": coord_eps, "trials": n,
-                             "ratio": own["epsilon_lb"] / coord_eps if coord_eps else None}
-        checks = {
-            "records_equal": _comparable(files[0].record) == _comparable(files[1].record),
-            "headers_equal": files[0].header == files[1].header,
-            "batch_consistent": consistent,
-            "rows_per_release": rows,
-        }
-        if tightness.get("pair") == pair.name:
-            checks["tightness"] = tightness
-        pa = PairAudit(pair.describe(), "audited", claimed_epsilon=eps, claimed_delta=delta,
-                       coordinate_epsilon=coord_eps, trials=n_rel, lattice_trials=n_lat,
-                       out_dtype=str(files[0].out.dtype), header=files[0].header[10:].decode("latin1").strip(),
-                       attacks=tuple(attacks), checks=checks, seconds=time.perf_counter() - t0)
+        pa = _audit_pair(pair, ctx, tightness)
         results.append(pa)
         if progress:
             progress(pa)
     sampler = noise.describe() if hasattr(noise, "describe") else {"sampler": type(noise).__name__}
     return ArtifactAuditResult(tuple(results), confidence, n_tests, tightness, sampler)
+
+
+def _check_audit_args(trials: Any, lattice_trials: Any, confidence: float, attackers: Sequence[str]) -> None:
+    for name, value in (("trials", trials), ("lattice_trials", lattice_trials)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 40:
+            raise ConfigError(f"{name} = {value!r} must be an integer >= 40")
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence = {confidence!r} must be in (0, 1)")
+    unknown = sorted(set(attackers) - set(ATTACKERS))
+    if unknown:
+        raise ConfigError(f"unknown attacker(s) {unknown}; choose from {ATTACKERS}")
+
+
+@dataclass(frozen=True)
+class _AuditContext:
+    """The settings every pair of one audit shares (``alpha``: 1 - confidence, before Bonferroni over
+    ``n_tests``; ``grid``: the noise source's grid slack)."""
+
+    trials: int
+    lattice_trials: int
+    alpha: float
+    n_tests: int
+    attackers: tuple[str, ...]
+    release: Release
+    read_input: Reader | None
+    noise: Any
+    chunk: int
+    grid: float
+
+
+def _audit_pair(pair: NeighbourPair, ctx: _AuditContext, tightness: dict[str, Any]) -> PairAudit:
+    """Release both sides of ``pair``, then run every applicable attacker on the saved bytes. Fills
+    ``tightness`` from the first worst-case pair's coordinate attacker."""
+    t0 = time.perf_counter()
+    n_rel = min(ctx.trials, pair.max_trials) if pair.max_trials else ctx.trials
+    n_lat = min(ctx.lattice_trials, n_rel)
+    # a batched release is only used when it gives each row the bytes of a one-row release (BLAS may sum
+    # a batch's dot products in another order than a single row's, which moves last bits)
+    consistent = _batch_consistent(pair, pair.x0, ctx.release, ctx.read_input)
+    rows = ctx.chunk if consistent is True else 1
+    files, refusals = [], []
+    for x in (pair.x0, pair.x1):
+        try:
+            files.append(_release_files(pair, x, n_rel, release=ctx.release, noise=ctx.noise,
+                                        read_input=ctx.read_input, chunk=rows))
+        except (InputError, ConfigError) as exc:
+            refusals.append(str(exc))
+    if refusals:
+        # refusing both is a valid answer; refusing one only publishes which side of the check the private
+        # input was on (a distinguishing event of probability 1)
+        status = "refused" if len(refusals) == 2 else "refused-one-side"
+        return PairAudit(pair.describe(), status, refusal=refusals[0], seconds=time.perf_counter() - t0)
+    eps, delta, coord_eps = _claim(files[0].record)
+    x64 = tuple(np.asarray(x, dtype=np.float64).reshape(files[0].out.shape[1:]) for x in (pair.x0, pair.x1))
+    given = np.asarray(pair.directions, dtype=np.float64)
+    given = given / np.linalg.norm(given, axis=1, keepdims=True)
+    kn = _Knowledge(x64, pair.x0.dtype, given, _orthonormal(given), pair.moved, ctx.grid)
+    attacks = []
+    for name in ctx.attackers:
+        if not _applicable(name, pair):
+            continue
+        n = n_lat if name in LATTICE_ATTACKERS else n_rel
+        s0, s1 = (_run_attacker(name, f, kn, n) for f in files)
+        r = empirical_epsilon(s0, s1, delta=delta, alpha=ctx.alpha, n_tests=ctx.n_tests)
+        attacks.append(AttackResult(name, r["epsilon_lb"], r["event"], r["p"], r["q"], n))
+        if name == "coordinate" and pair.role == "worst" and not tightness:
+            own = empirical_epsilon(s0, s1, delta=delta, alpha=ctx.alpha)
+            tightness.update({"pair": pair.name, "epsilon_lb": own["epsilon_lb"], "event": own["event"],
+                              "coordinate_epsilon": coord_eps, "trials": n,
+                              "ratio": own["epsilon_lb"] / coord_eps if coord_eps else None})
+    checks = {
+        "records_equal": _comparable(files[0].record) == _comparable(files[1].record),
+        "headers_equal": files[0].header == files[1].header,
+        "batch_consistent": consistent,
+        "rows_per_release": rows,
+    }
+    if tightness.get("pair") == pair.name:
+        checks["tightness"] = tightness
+    return PairAudit(pair.describe(), "audited", claimed_epsilon=eps, claimed_delta=delta,
+                     coordinate_epsilon=coord_eps, trials=n_rel, lattice_trials=n_lat,
+                     out_dtype=str(files[0].out.dtype), header=files[0].header[10:].decode("latin1").strip(),
+                     attacks=tuple(attacks), checks=checks, seconds=time.perf_counter() - t0)
 
 
 _VOLATILE = ("release_id", "versions", "latent", "warnings")
