@@ -28,13 +28,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Artifact audit"
+# every module of latentpriv/privacy/ a release runs through: a report names the exact code it audited
+RELEASE_MODULES = ("coordinate_mechanisms.py", "float_release.py", "mechanisms.py", "noise.py", "accounting.py")
 
 
 def run(args: argparse.Namespace) -> int:
     import latentpriv
-    from latentpriv.cli.audit import cli_reader
     from latentpriv.io import sha256_file, write_json
-    from latentpriv.privacy.artifact_audit import audit_artifact, default_pairs
+    from latentpriv.privacy.artifact_audit import audit_artifact, default_pairs, file_reader
 
     family = default_pairs(quick=args.quick, epsilon=args.epsilon, trials_cap=args.cap, wp_cap=args.wp_cap)
     # --only: part of the search, still Bonferroni-corrected over all of it (its rows can replace a full run's)
@@ -43,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     meta = {"label": args.label, "latentpriv": latentpriv.__file__, "version": latentpriv.__version__,
             "trials": args.trials, "lattice_trials": args.lattice_trials, "cap": args.cap, "wp_cap": args.wp_cap,
             "epsilon": args.epsilon, "quick": args.quick,
-            "mechanisms_sha256": sha256_file(Path(latentpriv.__file__).parent / "privacy" / "mechanisms.py"), "cpu": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "mechanisms_sha256": {name: sha256_file(Path(latentpriv.__file__).parent / "privacy" / name)
+                               for name in RELEASE_MODULES},
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     t0 = time.perf_counter()
 
     def progress(pa) -> None:
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         print(pa.summary(), f"[{pa.seconds:.0f} s]", flush=True)
         write_json(args.json, {**meta, "partial": True, "pairs": done})
 
-    result = audit_artifact(pairs, trials=args.trials, lattice_trials=args.lattice_trials, read_input=cli_reader,
+    result = audit_artifact(pairs, trials=args.trials, lattice_trials=args.lattice_trials, read_input=file_reader,
                             progress=progress, family=family)
     report = {**meta, "partial": False, "seconds": round(time.perf_counter() - t0, 1), **result.as_dict()}
     write_json(args.json, report)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import ConfigError, InputError
+from latentpriv.io import npy_bytes
 from latentpriv.privacy.audit import empirical_epsilon
 
 __all__ = [
@@ -333,13 +334,6 @@ def default_pairs(*, quick: bool = False, seed: int = 0, epsilon: float = 1.0, t
 # ------------------------------------------------------------------------------------- the release
 
 
-def npy_bytes(array: np.ndarray) -> bytes:
-    """The bytes :func:`latentpriv.io.save_npy` writes for ``array`` (``np.save`` of the contiguous array)."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
-
-
 def privatize_release(batch: np.ndarray, pair: NeighbourPair, noise: Any) -> tuple[np.ndarray, dict]:
     """The library's release of ``batch`` (each row one record) with ``pair``'s parameters."""
     from latentpriv.privacy.mechanisms import privatize
@@ -584,7 +578,7 @@ def audit_artifact(pairs: Sequence[NeighbourPair] | None = None, *, trials: int 
         release: ``release(batch, pair, noise) -> (released batch, record)``; default
             :func:`privatize_release` (:func:`latentpriv.privatize`).
         read_input: the CLI's latent reader ``(array as in the file, space) -> (1, ...) latent`` for
-            ``surface="cli"`` pairs (``latentpriv.cli.audit.cli_reader``).
+            ``surface="cli"`` pairs (:func:`file_reader`).
         noise: the noise source; default OpenDP's samplers (what a release uses).
         chunk: rows per release call, when a batch gives each row the bytes of a one-row release (checked per
             pair with a noiseless source; otherwise every file is released alone, as the CLI does).
