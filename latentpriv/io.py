@@ -82,10 +82,19 @@ def json_bytes(obj: Any) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n").encode()
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as a plain (non-pickled) ``.npy`` file: exactly the bytes ``np.save`` writes for the contiguous
+    array, and what :func:`save_npy` writes (so a sha256 of these bytes is the sha256 of the saved file)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write ``array`` as a plain (non-pickled) ``.npy`` file, atomically."""
+    """Write ``array`` as a plain (non-pickled) ``.npy`` file (:func:`npy_bytes`), atomically."""
+    data = npy_bytes(array)
     with atomic_write(path) as fh:
-        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+        fh.write(data)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -47,3 +47,18 @@ def test_check_writable_probes_the_nearest_existing_folder_and_creates_nothing(t
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="cannot write there"):
         check_writable(tmp_path / "file" / "out")
+
+
+def test_npy_bytes_are_np_save_of_the_contiguous_array(tmp_path):
+    """io.npy_bytes is what np.save writes (non-contiguous input saved as its contiguous copy) and what save_npy
+    writes, so a record's sha256 of these bytes is that of the file."""
+    import io as _io
+
+    import numpy as np
+
+    for arr in (np.arange(12, dtype=np.float32).reshape(3, 4).T, np.ones((2, 3, 5)), np.float64(2.5)):
+        buf = _io.BytesIO()
+        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+        assert io.npy_bytes(arr) == buf.getvalue()
+        io.save_npy(tmp_path / "x.npy", arr)
+        assert (tmp_path / "x.npy").read_bytes() == buf.getvalue()

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from latentpriv.errors import InputError
+from latentpriv.io import npy_bytes  # the exact .npy bytes a record's sha256 refers to (re-exported)
 
 if TYPE_CHECKING:
     from latentpriv.models.protocol import Generator
@@ -270,15 +271,6 @@ def sample_and_score(G: Generator, score_fn: ScoreFn, num: int, *, generator: to
             if progress is not None:
                 progress(code.shape[0])
     return np.concatenate(latents), {k: np.concatenate(v) for k, v in scores.items()}
-
-
-def npy_bytes(boundary: np.ndarray) -> bytes:
-    """The exact bytes of ``boundary`` saved as a plain ``.npy`` (what the sha256 in a record refers to)."""
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(boundary), allow_pickle=False)
-    return buf.getvalue()
 
 
 def boundary_record(result: BoundaryTrainResult, *, name: str, attribute: str, scorer: str, space: str,

@@ -38,7 +38,6 @@ import contextlib
 import datetime as _dt
 import hashlib
 import hmac
-import io
 import itertools
 import json
 import math
@@ -55,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import InputError, PrivacyBudgetError
+from latentpriv.io import npy_bytes
 from latentpriv.privacy.accounting import zcdp_to_dp
 
 __all__ = ["FaceKey", "Ledger", "Profile", "Reservation", "Spend", "Total", "default_ledger_path", "face_keys",
@@ -550,9 +550,7 @@ def row_keys(latent: np.ndarray, *, space: str | None = None) -> list[str]:
 
 def npy_sha256(array: np.ndarray) -> str:
     """sha256 of the bytes :func:`latentpriv.io.save_npy` writes for ``array``."""
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return hashlib.sha256(buf.getvalue()).hexdigest()
+    return hashlib.sha256(npy_bytes(array)).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ processes
