@@ -246,3 +246,32 @@ def test_latent_files_of_one_space_are_stacked_others_refused():
     assert lat.shape == (5, 4) and lat.dtype == np.float32 and sp == "w"
     with pytest.raises(InputError, match=r"^mixed \['w', 'z'\]$"):
         stack_latents([a, SimpleNamespace(latent=np.zeros((1, 4)), space="z")], "mixed {spaces}")
+
+
+def test_mode_checks_delta_rule_and_outputs_come_before_the_work(tmp_path, monkeypatch):
+    """evaluate's library entry points refuse a wrong request before anything slow runs, and write the
+    --json/--csv files as one set (JSON last)."""
+    from latentpriv.errors import ConfigError, InputError
+    from latentpriv.evaluate import report
+
+    with pytest.raises(ConfigError, match="applies to --sweep only"):
+        report.check_mode(False, samples=3)
+    with pytest.raises(ConfigError, match="drop RUN_DIR"):
+        report.check_mode(True, run_dir=tmp_path, attrs=["smile"])
+    # delta: the approximate mechanisms' rule (registry), unused by the pure ones
+    report.check_sweep_privacy(["laplace", "rr"], 2.0)
+    with pytest.raises(ConfigError, match="delta = 2 must be < 1"):
+        report.check_sweep_privacy(["laplace", "gaussian"], 2.0)
+    monkeypatch.setattr(report, "sweep_model", lambda *a, **k: pytest.fail("the sweep ran"))
+    (tmp_path / "s.json").write_text("{}")
+    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+        report.evaluate_sweep("dcgan64", mechanisms=["laplace"], delta=1e-5, json_path=tmp_path / "s.json")
+    with pytest.raises(InputError, match="cannot write there"):
+        report.evaluate_sweep("dcgan64", mechanisms=["laplace"], delta=1e-5,
+                              csv_path=tmp_path / "s.json" / "x.csv")
+    result = {"format": "latentpriv.evaluate/1", "original": {"file": "o.png", "psnr": None},
+              "rows": [{"file": "r.png", "role": "reconstruction", "psnr": math.inf}], "boundaries": []}
+    report.write_outputs(result, json_path=tmp_path / "o.json", csv_path=tmp_path / "o.csv")
+    assert json.loads((tmp_path / "o.json").read_text())["rows"][0]["psnr"] == math.inf
+    assert (tmp_path / "o.csv").read_text().splitlines()[1:] == ["o.png,original,", "r.png,reconstruction,inf"]
+    assert report.console_lines(result)[1].split() == ["r.png", "reconstruction", "inf"]

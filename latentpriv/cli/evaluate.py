@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from latentpriv.cli.options import DEFAULT_SPACES, parse_epsilons, warn, with_threads
+from latentpriv.faces.identity import SAME_PERSON_THRESHOLD
 from latentpriv.privacy.coordinate_mechanisms import MECHANISMS
 
 
@@ -31,7 +32,24 @@ def _names(value: str, option: str, allowed: tuple[str, ...]) -> list[str]:
     return out
 
 
-@click.command("evaluate")
+# click's help is given as text (not the docstring) so that the threshold comes from the library
+HELP = f"""Measure reconstructions and private renders against the original face.
+
+    \b
+    Compare:
+      latentpriv evaluate RUN_DIR                      # original.png, recon.png, private renders
+      latentpriv evaluate --original face.png --recon recon.png --private p1.png --private p2.png
+      latentpriv evaluate --original face.png --recon recon.png --private private.png --no-faces   # dcgan64 files
+    Sweep (privacy/utility curves):
+      latentpriv evaluate --sweep --model dcgan64 --attr smile --samples 8 \\
+          --epsilons 0.5,2,8 --mechanisms laplace,gaussian --plot curve.png --csv sweep.csv
+
+    Reports PSNR, SSIM, LPIPS (VGG), identity distance (dlib; same person below {SAME_PERSON_THRESHOLD:g}), landmark
+    attribute scores and their change, and latent coordinates along boundaries. See docs/evaluation.md.
+    """
+
+
+@click.command("evaluate", help=HELP)
 @click.argument("run_dir", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--original", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The photo (aligned as for inversion) everything is compared with.")
@@ -85,86 +103,35 @@ def evaluate(run_dir, original, recon, private, attrs, boundary_files, model, sp
              lpips_size, faces, device, sweep, weights, latents_files, samples, sample_seed, epsilons, mechanisms,
              delta, clip_radius, center, layers, seed, secure_noise, repeats, plot_path,
              overwrite=False) -> None:
-    """Measure reconstructions and private renders against the original face.
-
-    \b
-    Compare:
-      latentpriv evaluate RUN_DIR                      # original.png, recon.png, private renders
-      latentpriv evaluate --original face.png --recon recon.png --private p1.png --private p2.png
-      latentpriv evaluate --original face.png --recon recon.png --private private.png --no-faces   # dcgan64 files
-    Sweep (privacy/utility curves):
-      latentpriv evaluate --sweep --model dcgan64 --attr smile --samples 8 \\
-          --epsilons 0.5,2,8 --mechanisms laplace,gaussian --plot curve.png --csv sweep.csv
-
-    Reports PSNR, SSIM, LPIPS (VGG), identity distance (dlib; same person below 0.6), landmark attribute
-    scores and their change, and latent coordinates along boundaries. See docs/evaluation.md.
-    """
+    """Measure reconstructions and private renders (the help is :data:`HELP`)."""
     from latentpriv.evaluate import report
-    from latentpriv.io import write_json
-    from latentpriv.outputs import check_outputs
 
+    report.check_mode(sweep, run_dir=run_dir, original=original, recon=recon, private=private, attrs=attrs,
+                      boundary_files=boundary_files, latents_files=latents_files, samples=samples,
+                      plot_path=plot_path)
     if sweep:
-        if run_dir is not None or original is not None or recon is not None or private:
-            raise click.UsageError("--sweep renders its own images; drop RUN_DIR/--original/--recon/--private")
-        if not attrs and not boundary_files:
-            raise click.UsageError("--sweep needs --attr NAME or --boundary FILE")
-        if samples is not None and latents_files:
-            raise click.UsageError("give --latents or --samples, not both")
-        eps = parse_epsilons(epsilons)
-        mechs = _names(mechanisms, "--mechanisms", MECHANISMS)
-        if not (0 < delta < 1):
-            raise click.BadParameter(f"{delta}: delta must be in (0, 1)", param_hint="--delta")
-        check_outputs([json_path, csv_path, plot_path], overwrite=overwrite, inputs=list(latents_files),
-                      option="output file")
-        if plot_path is not None:
-            from latentpriv.evaluate.plots import pyplot
-
-            pyplot()  # no matplotlib: say so before the sweep's work, not after it
         from latentpriv.cli.options import parse_center, parse_layers
 
-        result = report.sweep_model(
+        result = report.evaluate_sweep(
             model, weights=weights, latents_files=latents_files, samples=samples, sample_seed=sample_seed,
             attrs=attrs, boundary_files=boundary_files, space=space, center=parse_center(center), layers=layers,
-            layer_indices=parse_layers(layers), device=device, warn=warn, epsilons=eps, mechanisms=mechs, delta=delta,
-            clip_radius=clip_radius, seed=None if secure_noise else seed, repeats=repeats, lpips=lpips,
-            lpips_size=lpips_size, faces=faces)
-        lines = report.format_table(result["summary"], report.sweep_columns(result))
-        rows_for_csv = result["rows"]
+            layer_indices=parse_layers(layers), device=device, warn=warn, epsilons=parse_epsilons(epsilons),
+            mechanisms=_names(mechanisms, "--mechanisms", MECHANISMS), delta=delta, clip_radius=clip_radius,
+            seed=None if secure_noise else seed, repeats=repeats, lpips=lpips, lpips_size=lpips_size, faces=faces,
+            json_path=json_path, csv_path=csv_path, plot_path=plot_path, overwrite=overwrite)
     else:
-        for name, val in (("--plot", plot_path), ("--latents", latents_files), ("--samples", samples)):
-            if val:
-                raise click.UsageError(f"{name} applies to --sweep only")
-        result = report.compare_files(run_dir, original=original, recon=recon, private=private, attrs=attrs,
-                                      boundary_files=boundary_files, model=model, space=space, lpips=lpips,
-                                      lpips_size=lpips_size, faces=faces, device=device, warn=warn)
-        check_outputs([json_path, csv_path], overwrite=overwrite, inputs=report.compare_inputs(result),
-                      option="output file")
-        rows = [{**r, "file": Path(r["file"]).name} for r in result["rows"]]
-        lines = report.format_table(rows, report.compare_columns(result))
-        rows_for_csv = [{"file": result["original"]["file"], "role": "original", **result["original"]},
-                        *result["rows"]]
-    for line in lines:
+        result = report.evaluate_compare(run_dir, original=original, recon=recon, private=private, attrs=attrs,
+                                         boundary_files=boundary_files, model=model, space=space, lpips=lpips,
+                                         lpips_size=lpips_size, faces=faces, device=device, warn=warn,
+                                         json_path=json_path, csv_path=csv_path, overwrite=overwrite)
+    for line in report.console_lines(result):
         click.echo(line)
-    if json_path is not None:
-        write_json(json_path, result)
-        click.echo(f"wrote {json_path}", err=True)
-    if csv_path is not None:
-        report.write_csv(csv_path, rows_for_csv)
-        click.echo(f"wrote {csv_path}", err=True)
-    if plot_path is not None:
-        from latentpriv.evaluate.plots import sweep_figure
-        from latentpriv.io import atomic_write
-
-        b0 = result["boundaries"][0] if result["boundaries"] else {}
-        png = sweep_figure(result["summary"], attribute=b0.get("attribute") or b0.get("name"),
-                           fmt=plot_path.suffix.lstrip(".") or "png")
-        with atomic_write(plot_path) as fh:
-            fh.write(png)
-        click.echo(f"wrote {plot_path} (matplotlib)", err=True)
+    for path, what in ((json_path, ""), (csv_path, ""), (plot_path, " (matplotlib)")):
+        if path is not None:
+            click.echo(f"wrote {path}{what}", err=True)
     for k, why in result.get("skipped", {}).items():
         click.echo(f"skipped {k}: {why}", err=True)
     if result.get("errors"):
         # the table and files above hold what could be measured; a missing or unreadable input still fails
         raise click.ClickException(f"{result['errors']} of {len(result['rows'])} input files could not be "
                                    "evaluated (see their error column); fix or remove them")
-

@@ -7,7 +7,9 @@
   of the generator, latents, grid and noise.
 
 Both return JSON-ready dicts; warnings (a skipped metric, an unreadable side record) go to ``warn``.
-:func:`write_csv` writes their rows (and ``latentpriv attack``'s); :func:`format_table` lays rows out for a
+:func:`evaluate_compare` and :func:`evaluate_sweep` are the command's two modes: check the request and the
+outputs before the slow work, measure, and write the ``--json`` / ``--csv`` / ``--plot`` files as one write
+set (:func:`csv_text` is also ``latentpriv attack``'s CSV); :func:`console_lines` lays a report out for a
 console.
 """
 
@@ -292,27 +294,6 @@ def compare_report(original: Path, items: list[tuple[str, Path]], *, boundaries:
     return result
 
 
-def compare_files(run_dir: Path | None = None, *, original: Path | None = None, recon: Path | None = None,
-                  private: Sequence[Path] = (), attrs: Sequence[str] = (), boundary_files: Sequence[Path] = (),
-                  model: str = "stylegan_ffhq", space: str | None = None, warn: Warn = log.warning,
-                  **options: Any) -> dict:
-    """:func:`compare_report` of a run directory or of the given files (:func:`compare_items`), with the
-    coordinates along ``attrs`` (boundaries of ``model`` in ``space``, default the model's) and
-    ``boundary_files``. ``options``: :func:`compare_report`'s lpips, lpips_size, faces, device."""
-    from latentpriv.edit.boundaries import load_boundary, resolve_attr
-    from latentpriv.models.registry import model_default_space
-
-    orig, items = compare_items(run_dir, original, recon, private)
-    sp = space or model_default_space(model) or "w"
-    boundaries = [resolve_attr(a, model=model, space=sp) for a in attrs] + [load_boundary(f) for f in boundary_files]
-    return compare_report(orig, items, boundaries=boundaries, warn=warn, **options)
-
-
-def compare_inputs(result: dict) -> list[Path]:
-    """The files a compare report read (never to be overwritten by its outputs)."""
-    return [Path(result["original"]["file"]), *(Path(r["file"]) for r in result["rows"])]
-
-
 # ------------------------------------------------------------------------------------- sweep
 
 
@@ -352,8 +333,12 @@ def sweep_report(render: Callable[[np.ndarray], np.ndarray], latents: np.ndarray
         "ledger": "not written: a sweep measures mechanisms, it releases nothing",
         "skipped": skipped,
     })
-    if "seed" in mechanisms:
-        warn("mechanism 'seed' (research notebook) gives NO differential-privacy guarantee; shown for comparison")
+    from latentpriv.privacy.coordinate_mechanisms import get_mechanism
+
+    for name in mechanisms:
+        if not get_mechanism(name).private:
+            warn(f"mechanism {name!r} (research notebook) gives NO differential-privacy guarantee; shown for "
+                 "comparison")
     return out
 
 
@@ -390,3 +375,118 @@ def sweep_model(model: str, *, weights: str | None = None, latents_files: Sequen
     return sweep_report(lambda x: render_latents(G, x, sp), lat, dirs, boundaries=bounds, generator_info=G.info(),
                         space=sp, source=source, centers=centers, center_mode=center_mode, layers=layers,
                         layer_indices=layer_indices, device=device, warn=warn, **grid)
+
+
+# ------------------------------------------------------------------------------------- the command's two modes
+
+
+def check_mode(sweep: bool, *, run_dir: Path | None = None, original: Path | None = None,
+               recon: Path | None = None, private: Sequence[Path] = (), attrs: Sequence[str] = (),
+               boundary_files: Sequence[Path] = (), latents_files: Sequence[Path] = (), samples: int | None = None,
+               plot_path: Path | None = None) -> None:
+    """Refuse (:class:`ConfigError`) options of the other mode: compare's images with ``sweep``, the sweep's
+    ``--plot`` / ``--latents`` / ``--samples`` without it; a sweep needs directions and one latent source."""
+    from latentpriv.errors import ConfigError
+
+    if sweep:
+        if run_dir is not None or original is not None or recon is not None or private:
+            raise ConfigError("--sweep renders its own images; drop RUN_DIR/--original/--recon/--private")
+        if not attrs and not boundary_files:
+            raise ConfigError("--sweep needs --attr NAME or --boundary FILE")
+        if samples is not None and latents_files:
+            raise ConfigError("give --latents or --samples, not both")
+        return
+    for name, val in (("--plot", plot_path), ("--latents", latents_files), ("--samples", samples)):
+        if val:
+            raise ConfigError(f"{name} applies to --sweep only")
+
+
+def check_sweep_privacy(mechanisms: Sequence[str], delta: float) -> None:
+    """The sweep's ``delta`` goes to every approximate-DP mechanism of the grid: check it by their rule
+    (:func:`latentpriv.privacy.coordinate_mechanisms.validate_params`; unused by pure ones)."""
+    from latentpriv.privacy.coordinate_mechanisms import get_mechanism, validate_params
+
+    for name in mechanisms:
+        if get_mechanism(name).approximate:
+            validate_params(name, delta)
+
+
+def csv_rows(result: dict) -> list[dict]:
+    """The ``--csv`` rows of a report: a sweep's rows, or a comparison's original followed by its rows."""
+    if result.get("format") == "latentpriv.sweep/1":
+        return result["rows"]
+    return [{"file": result["original"]["file"], "role": "original", **result["original"]}, *result["rows"]]
+
+
+def console_lines(result: dict) -> list[str]:
+    """The console table of a report: a sweep's summary per grid point, or a comparison's rows (file names)."""
+    if result.get("format") == "latentpriv.sweep/1":
+        return format_table(result["summary"], sweep_columns(result))
+    return format_table([{**r, "file": Path(r["file"]).name} for r in result["rows"]], compare_columns(result))
+
+
+def _check_files(paths: Sequence[Path | None], *, overwrite: bool, inputs: Sequence[Path]) -> None:
+    """The overwrite rule and a write probe for every output folder, before the slow work."""
+    from latentpriv.outputs import check_outputs, check_writable
+
+    check_outputs(paths, overwrite=overwrite, inputs=inputs, option="output file")
+    for p in paths:
+        if p is not None:
+            check_writable(Path(p).parent, option="output file")
+
+
+def write_outputs(result: dict, *, json_path: Path | None = None, csv_path: Path | None = None,
+                  plot_path: Path | None = None) -> None:
+    """The CSV, the figure (sweep) and the JSON of ``result`` as one write set, JSON last: a failed write
+    leaves none of them."""
+    from latentpriv.io import atomic_write_files, json_bytes
+
+    files: list[tuple[Path, bytes]] = []
+    if csv_path is not None:
+        files.append((csv_path, csv_text(csv_rows(result)).encode()))
+    if plot_path is not None:
+        from latentpriv.evaluate.plots import sweep_figure
+
+        b0 = result["boundaries"][0] if result["boundaries"] else {}
+        files.append((plot_path, sweep_figure(result["summary"], attribute=b0.get("attribute") or b0.get("name"),
+                                              fmt=plot_path.suffix.lstrip(".") or "png")))
+    if json_path is not None:
+        files.append((json_path, json_bytes(result)))
+    atomic_write_files(files)
+
+
+def evaluate_compare(run_dir: Path | None = None, *, original: Path | None = None, recon: Path | None = None,
+                     private: Sequence[Path] = (), attrs: Sequence[str] = (), boundary_files: Sequence[Path] = (),
+                     model: str = "stylegan_ffhq", space: str | None = None, json_path: Path | None = None,
+                     csv_path: Path | None = None, overwrite: bool = False, warn: Warn = log.warning,
+                     **options: Any) -> dict:
+    """``latentpriv evaluate`` (compare): :func:`compare_report` of a run directory or files, with the outputs
+    checked first (never an input) and written (:func:`write_outputs`). ``options``: :func:`compare_report`'s
+    lpips, lpips_size, faces, device. Returns the report; its ``errors`` counts unreadable inputs."""
+    from latentpriv.edit.boundaries import load_boundary, resolve_attr
+    from latentpriv.models.registry import model_default_space
+
+    orig, items = compare_items(run_dir, original, recon, private)  # the inputs, before the outputs are checked
+    _check_files([json_path, csv_path], overwrite=overwrite, inputs=[orig, *(p for _, p in items)])
+    sp = space or model_default_space(model) or "w"
+    boundaries = [resolve_attr(a, model=model, space=sp) for a in attrs] + [load_boundary(f) for f in boundary_files]
+    result = compare_report(orig, items, boundaries=boundaries, warn=warn, **options)
+    write_outputs(result, json_path=json_path, csv_path=csv_path)
+    return result
+
+
+def evaluate_sweep(model: str, *, mechanisms: Sequence[str], delta: float, latents_files: Sequence[Path] = (),
+                   json_path: Path | None = None, csv_path: Path | None = None, plot_path: Path | None = None,
+                   overwrite: bool = False, **options: Any) -> dict:
+    """``latentpriv evaluate --sweep``: check the grid's delta, the outputs (never a ``--latents`` file) and
+    that matplotlib is there for ``plot_path`` before the work; then :func:`sweep_model` and
+    :func:`write_outputs`. ``options``: :func:`sweep_model`'s other keyword arguments."""
+    check_sweep_privacy(mechanisms, delta)
+    _check_files([json_path, csv_path, plot_path], overwrite=overwrite, inputs=list(latents_files))
+    if plot_path is not None:
+        from latentpriv.evaluate.plots import pyplot
+
+        pyplot()  # no matplotlib: say so before the sweep's work, not after it
+    result = sweep_model(model, latents_files=latents_files, mechanisms=list(mechanisms), delta=delta, **options)
+    write_outputs(result, json_path=json_path, csv_path=csv_path, plot_path=plot_path)
+    return result
