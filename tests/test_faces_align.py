@@ -150,3 +150,10 @@ def test_missing_extra_gives_the_install_command(tmp_path, monkeypatch):
     save_image(photo, np.zeros((32, 32, 3), np.uint8))
     res = CliRunner().invoke(cli, ["align", str(photo), "-o", str(tmp_path / "o.png")])
     assert res.exit_code != 0 and "dlib is not installed" in res.output and ".[face]" in res.output
+
+
+def test_face_paths_name_one_file_per_face(tmp_path):
+    from latentpriv.faces.align import face_paths
+
+    assert face_paths(tmp_path / "face.jpg", 2) == [tmp_path / "face_0.jpg", tmp_path / "face_1.jpg"]
+    assert face_paths(tmp_path / "face", 1) == [tmp_path / "face_0.png"]

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
-
-from latentpriv.errors import InputError
-
-log = logging.getLogger(__name__)
 
 
 @click.command("align")
@@ -35,29 +30,7 @@ def align(photo: Path, output: Path, size: int, all_faces: bool, overwrite: bool
       latentpriv align face.png -o aligned.png --size 64 # a dcgan64 face (generate --model dcgan64), 64 px
       latentpriv align group.jpg -o face.png --all-faces # face_0.png, face_1.png, ... largest first
     """
-    from latentpriv.faces.align import align_faces, align_image
-    from latentpriv.faces.models import require_dlib
-    from latentpriv.io import load_image, save_image
+    from latentpriv.faces.align import align_file
 
-    require_dlib()
-    image = load_image(photo)
-    outputs: list[Path]
-    if all_faces:
-        aligned = align_faces(image, size)
-        if not aligned:
-            h, w = image.shape[:2]
-            raise InputError(f"{photo}: no face found in the {w}x{h} image; use a photo with a frontal face")
-        outputs = [output.with_name(f"{output.stem}_{i}{output.suffix or '.png'}") for i in range(len(aligned))]
-        images = [a.image for a in aligned]
-    else:
-        outputs = [output]
-        images = [align_image(image, size, name=str(photo))]
-    from latentpriv.io import image_format
-    from latentpriv.outputs import check_outputs
-
-    for out in outputs:
-        image_format(out, "-o")
-    check_outputs(outputs, overwrite=overwrite, inputs=[photo])
-    for out, img in zip(outputs, images, strict=True):
-        save_image(out, img)
+    for out in align_file(photo, output, size=size, all_faces=all_faces, overwrite=overwrite):
         click.echo(str(out))

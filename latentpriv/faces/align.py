@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -188,3 +189,41 @@ def align_image(image: np.ndarray, size: int = 1024, *, name: str = "image") -> 
     if len(faces) > 1:
         log.warning("%s: %d faces found; aligning the largest (use --all-faces for all of them)", name, len(faces))
     return align_face(image, faces[0], size).image
+
+
+def face_paths(output: Path, count: int) -> list[Path]:
+    """``latentpriv align --all-faces``'s files: ``NAME_0.png, NAME_1.png, ...`` beside ``output`` (its
+    suffix, ``.png`` when it has none), largest face first."""
+    return [output.with_name(f"{output.stem}_{i}{output.suffix or '.png'}") for i in range(count)]
+
+
+def align_file(photo: Path, output: Path, *, size: int = 1024, all_faces: bool = False,
+               overwrite: bool = False) -> list[Path]:
+    """``latentpriv align``: FFHQ-align the largest face of the ``photo`` file (every face with ``all_faces``,
+    one file each, :func:`face_paths`) and write it to ``output``; the paths written.
+
+    The outputs follow the overwrite rule (never the photo) and are written as one set. Raises InputError
+    (no face, unreadable photo, an output suffix that is no image format) and FaceExtraMissing.
+    """
+    from latentpriv.faces.models import require_dlib
+    from latentpriv.io import atomic_write_files, image_bytes, image_format, load_image
+    from latentpriv.outputs import check_outputs
+
+    require_dlib()
+    image = load_image(photo)
+    if all_faces:
+        aligned = align_faces(image, size)
+        if not aligned:
+            h, w = image.shape[:2]
+            raise InputError(f"{photo}: no face found in the {w}x{h} image; use a photo with a frontal face")
+        outputs, images = face_paths(output, len(aligned)), [a.image for a in aligned]
+        for out in outputs:
+            image_format(out, "-o")
+        check_outputs(outputs, overwrite=overwrite, inputs=[photo])
+    else:
+        outputs = [output]
+        image_format(output, "-o")  # a wrong suffix or an existing file fails before the alignment
+        check_outputs(outputs, overwrite=overwrite, inputs=[photo])
+        images = [align_image(image, size, name=str(photo))]
+    atomic_write_files([(out, image_bytes(out, img)) for out, img in zip(outputs, images, strict=True)])
+    return outputs
