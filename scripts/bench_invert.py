@@ -38,8 +38,10 @@ from pathlib import Path
 
 import torch
 
+from latentpriv.evaluate.metrics import psnr
 from latentpriv.inversion.optimize import InversionConfig, invert, load_config
-from latentpriv.inversion.perceptual import PerceptualNetworks, lpips, psnr
+from latentpriv.inversion.perceptual import PerceptualNetworks, lpips
+from latentpriv.io import float01_to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +147,7 @@ def run_quality(args, device, nets, deadline) -> dict:
                 e0 = time.perf_counter()
                 with torch.no_grad():
                     img = ((G.synthesize(st.latents, space, **trunc).float() + 1) / 2).clamp(0, 1)
-                    p = float(psnr(img, targets).mean())
+                    p = float(psnr(float01_to_uint8(img), float01_to_uint8(targets)).mean())
                     lp = float(lpips(img, targets, nets, size=min(256, G.resolution)).mean())
                 sync(device)
                 curve.append({"step": st.step, "seconds": round(e0 - state["t0"] - state["eval"], 3),

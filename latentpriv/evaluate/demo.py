@@ -139,17 +139,20 @@ def _render(G: Generator, latents: np.ndarray, device: Any):
         return G.synthesize(torch.from_numpy(latents).to(device))
 
 
-def _image_distances(priv_t: Any, recon_t: Any, networks: Any) -> tuple[np.ndarray, np.ndarray]:
-    """LPIPS and PSNR (dB) of every private render against the reconstruction."""
+def _image_distances(priv_t: Any, recon_t: Any, private: np.ndarray, reconstruction: np.ndarray,
+                     networks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """LPIPS of every private render against the reconstruction (renders in [-1, 1]) and PSNR (dB) of the saved
+    uint8 images (``[N, H, W, 3]`` against ``[H, W, 3]``): the number ``latentpriv evaluate`` gives for them."""
     import torch
 
-    from latentpriv.inversion.perceptual import lpips, psnr
+    from latentpriv.evaluate.metrics import psnr
+    from latentpriv.inversion.perceptual import lpips
 
     with torch.no_grad():
         recon01 = ((recon_t.float() + 1) / 2).clamp(0, 1)
         priv01 = ((priv_t.float() + 1) / 2).clamp(0, 1)
-        return (lpips(priv01, recon01.expand_as(priv01), networks).cpu().numpy(),
-                psnr(priv01, recon01.expand_as(priv01)).cpu().numpy())
+        lp = lpips(priv01, recon01.expand_as(priv01), networks).cpu().numpy()
+    return lp, psnr(private, np.broadcast_to(reconstruction, private.shape))
 
 
 def _score(score_fn: Callable[[np.ndarray], dict] | None, images: np.ndarray) -> list[float | None] | None:
@@ -230,7 +233,7 @@ def run_demo(G: Generator, networks: Any, boundary: np.ndarray, *, epsilons: Seq
     priv_t = _render(G, z_priv, device)
     private = G.to_uint8(priv_t).reshape(len(eps), draws, *photo.shape)
     lap("render")
-    lp, ps = _image_distances(priv_t, recon_t, networks)
+    lp, ps = _image_distances(priv_t, recon_t, private.reshape(-1, *photo.shape), reconstruction, networks)
     lap("metrics")
     scores = [_score(score_fn, x) for x in (photo[None], reconstruction[None], private.reshape(-1, *photo.shape))]
     if score_fn is not None:
@@ -395,7 +398,7 @@ def ensure_assets(names: Sequence[str], say: Say) -> list[str]:
         a = assets.get_asset(name)
         say(f"{name} ({a.description}) is not on this machine: fetching it once through the asset "
             f"registry into {assets.fetch_dir()} ...")
-        assets.fetch(name, progress=True)
+        assets.fetch(name)   # no byte bar: the library draws none (say() above tells the user)
         fetched.append(name)
     return fetched
 

@@ -53,7 +53,12 @@ def _out(values: np.ndarray, single: bool) -> np.ndarray | float:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
-    """Peak signal-to-noise ratio in dB (peak 255); ``inf`` where the images are identical."""
+    """Peak signal-to-noise ratio in dB (peak 255); ``inf`` where the images are identical.
+
+    latentpriv's one PSNR: ``evaluate``, the demo and the inversion record (``io.float01_to_uint8`` of the
+    reconstruction and the target) all measure the 8-bit images with it, so the same pictures give the same
+    number everywhere. ``inf`` is kept (the textbook value, no cap): records write it as JSON ``Infinity``.
+    """
     a, b, single = _pair(a, b, "psnr")
     mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(a.shape[0], -1).mean(axis=1)
     with np.errstate(divide="ignore"):

@@ -44,7 +44,6 @@ from latentpriv.inversion.perceptual import (
     PerceptualNetworks,
     lpips,
     pil_resize,
-    psnr,
     resize,
 )
 
@@ -263,8 +262,8 @@ class InversionResult:
     ``latents``: ``[N, z_dim]`` (Z), ``[N, w_dim]`` (W, pre-truncation) or ``[N, L, w_dim]`` (W+).
     ``images``: final renderings ``[N, 3, R, R]`` in [0, 1] (clamped), rendered as ``space`` and the
     config's truncation say. ``history``: ``"loss"`` and each active term -> ``[T, N]`` per-step values
-    (T = steps run). ``metrics``: ``psnr`` (dB) and ``lpips`` ``[N]`` of the final images vs the
-    targets at the generator's resolution. ``iterations``: ``[N]`` steps each image was optimised.
+    (T = steps run). ``metrics``: ``psnr`` (dB, of the 8-bit images: ``evaluate.metrics.psnr``) and ``lpips``
+    ``[N]`` of the final images vs the targets at the generator's resolution. ``iterations``: ``[N]`` steps each image was optimised.
     """
 
     latents: Tensor
@@ -594,6 +593,15 @@ def _optimise(latent: Tensor, loss: _LossTerms, config: InversionConfig, *, gene
     return hist, stopper, step
 
 
+def _psnr8(x01: Tensor, y01: Tensor) -> Tensor:
+    """float32 ``[N]``: :func:`latentpriv.evaluate.metrics.psnr` (dB, ``inf`` if identical) of the 8-bit images of
+    ``x01`` and ``y01`` ``[N, 3, H, W]`` in [0, 1], what ``latentpriv evaluate`` reports for the saved files."""
+    from latentpriv.evaluate.metrics import psnr
+    from latentpriv.io import float01_to_uint8
+
+    return torch.from_numpy(psnr(float01_to_uint8(x01), float01_to_uint8(y01))).float()
+
+
 def _finalise(G: Generator, latent: Tensor, loss: _LossTerms, networks: PerceptualNetworks, config: InversionConfig,
               res: int) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """Phase 5, finalise: the final latent ``[N, ...]``, its rendering in [0, 1] (no noise) and the metrics."""
@@ -604,7 +612,7 @@ def _finalise(G: Generator, latent: Tensor, loss: _LossTerms, networks: Perceptu
         img = ((raw.float() + 1.0) / 2.0).clamp(0, 1)
         lp_size = config.metrics_lpips_size
         lp_size = res if lp_size is None else min(lp_size, res)
-        metrics = {"psnr": psnr(img, loss.targets.full).float().cpu(),
+        metrics = {"psnr": _psnr8(img, loss.targets.full),
                    "lpips": lpips(img, loss.targets.full, networks, size=lp_size).float().cpu()}
     return final, img, metrics
 

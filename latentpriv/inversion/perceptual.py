@@ -536,9 +536,3 @@ def lpips(x01: Tensor, y01: Tensor, networks: PerceptualNetworks, *, size: int |
     both = networks.vgg(imagenet_normalize(torch.cat([x01, y01])), LPIPS_TAPS)
     n = x01.shape[0]
     return _lpips_from_features([f[:n] for f in both], [f[n:] for f in both], networks.lpips_lin)
-
-
-def psnr(x01: Tensor, y01: Tensor) -> Tensor:
-    """PSNR in dB per image, ``[N]``, of images in [0,1] (both clamped to [0,1] first)."""
-    mse = (x01.clamp(0, 1) - y01.clamp(0, 1)).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
