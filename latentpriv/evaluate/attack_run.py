@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +92,9 @@ def faces_to_attack(G: Generator, s: AttackSettings, warn: Callable[[str], None]
 
 
 def _quiet(fn: Callable[[], Any]) -> Any:
-    from latentpriv.privacy.mechanisms import SeedMechanismWarning
+    from latentpriv.privacy.mechanisms import seed_warning_silenced
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SeedMechanismWarning)  # said once by the caller, not once per release
+    with seed_warning_silenced():   # said once by the caller, not once per release
         return fn()
 
 
@@ -162,9 +160,12 @@ def run_attack_files(outdir: Path, s: AttackSettings, *, warn: Callable[[str], N
     from latentpriv.evaluate.latents import sample_latents
     from latentpriv.models.render import load_generator_for, render_latents
     from latentpriv.outputs import check_writable
-    from latentpriv.privacy.mechanisms import orthonormalize, split_basis
-    from latentpriv.runs.privatize import resolve_center, resolve_covariance
+    from latentpriv.privacy.coordinate_mechanisms import get_mechanism
+    from latentpriv.privacy.mechanisms import SEED_MECHANISM_WARNING, orthonormalize, split_basis
+    from latentpriv.runs.privatize import release_decorrelate, resolve_center, resolve_covariance
 
+    mech = get_mechanism(s.mechanism)
+    decorrelate = release_decorrelate(s.mechanism, s.decorrelate)   # the seed mechanism: orthogonal only
     check_writable(outdir)   # a read-only output fails now, not after the attack
     started = time.time()
     seeds = seed_streams(s.seed)
@@ -179,15 +180,11 @@ def run_attack_files(outdir: Path, s: AttackSettings, *, warn: Callable[[str], N
     dirs = orthonormalize(dirs)
     names = [b.attribute or b.name for b in bounds]
     centers, center_mode = resolve_center(s.center, dirs, space, G)
-    covariance = resolve_covariance(s.decorrelate, s.weights or s.model, train_space, device=s.device, warn_fn=warn)
-    if s.mechanism == "seed" and covariance is not None:
-        if s.decorrelate:
-            raise ConfigError("--mechanism seed is the notebook's orthogonal step; drop --decorrelate")
-        covariance = None
+    covariance = resolve_covariance(decorrelate, s.weights or s.model, train_space, device=s.device, warn_fn=warn)
     release, train_release = _releases(s, dirs, centers, names, covariance, seeds)
     networks, skipped_lpips = _networks(G, s.lpips, warn)
-    if s.mechanism == "seed":
-        warn("--mechanism seed gives NO differential-privacy guarantee: no bound to compare with")
+    if not mech.private:
+        warn(SEED_MECHANISM_WARNING)
     if s.seed_noise:
         warn(f"--seed-noise: the privacy noise is seeded ({s.seed}): these releases are NOT private "
              "(fine for measuring an attack, never for publishing)")
@@ -210,6 +207,8 @@ def run_attack_files(outdir: Path, s: AttackSettings, *, warn: Callable[[str], N
 def _record(G: Generator, s: AttackSettings, result: dict, space: str, source: dict, centers: np.ndarray,
             center_mode: str, covariance: Any, bounds: list, started: float) -> dict:
     """The ``latentpriv.attack/1`` record (key order as attack.json has always had it)."""
+    from latentpriv.privacy.coordinate_mechanisms import get_mechanism
+
     return {
         "format": FORMAT,
         "model": s.model,
@@ -235,7 +234,7 @@ def _record(G: Generator, s: AttackSettings, result: dict, space: str, source: d
         "noise": ({"sampler": "seeded numpy (--seed-noise)", "seeded": True,
                    "note": "the privacy noise was seeded: these releases are NOT private; an attack measurement only"}
                   if s.seed_noise else {"sampler": "OpenDP", "seeded": False}),
-        "release_private": (not s.seed_noise) and s.mechanism != "seed",
+        "release_private": (not s.seed_noise) and get_mechanism(s.mechanism).private,
         "train_noise": "seeded numpy: the adversaries' simulation of the release on their own faces",
         "ledger": str(s.ledger_path) if s.ledger_path is not None else None,
         "image_features": result["image_features"],

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +76,7 @@ __all__ = [   # both halves' names, importable from here as in latentpriv 0.1
     "release_coordinates", "validate_params",
     "GAUSSIAN_CONTINUOUS", "GAUSSIAN_DISCRETE_1D", "GAUSSIAN_DISCRETE_ZCDP", "SEED_REASON",
     "PreparedRelease", "PrivatizeResult", "direction_hashes", "oblique_split", "prepare_release", "privatize",
-    "split_hash",
+    "seed_warning_silenced", "split_hash",
 ]
 
 RECORD_FORMAT = "latentpriv.privatize/1"
@@ -91,6 +91,15 @@ SEEDED_WARNING = ("seeded noise: reproducible and NOT private (anyone with the s
                   "research only, never for release")
 SEED_MECHANISM_WARNING = ("mechanism 'seed' (research notebook) gives NO differential-privacy guarantee; use it "
                           "only for comparison")
+
+
+@contextlib.contextmanager
+def seed_warning_silenced() -> Iterator[None]:
+    """Silence :class:`SeedMechanismWarning` (and nothing else) inside the block: for callers that give
+    :data:`SEED_MECHANISM_WARNING` themselves, once per run rather than once per release."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SeedMechanismWarning)
+        yield
 
 
 @dataclass(frozen=True)

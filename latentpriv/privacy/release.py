@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +56,7 @@ from latentpriv.privacy.mechanisms import (
     orthonormalize,
     prepare_release,
     privatize,
+    seed_warning_silenced,
     split_hash,
 )
 from latentpriv.privacy.noise import NoiseSource, SeededNoise
@@ -95,9 +95,7 @@ class ReleaseParams:
     def privatize(self, latent: np.ndarray, directions: np.ndarray, *, center: Any, noise: NoiseSource | None = None,
                   seed: int | None = None, attributes: Sequence[str] | None = None, covariance: Any = None) -> Any:
         """:func:`~latentpriv.privacy.mechanisms.privatize` with these settings."""
-        with warnings.catch_warnings():
-            # the seed mechanism's warning is the caller's to give, once per run, not once per file
-            warnings.simplefilter("ignore")
+        with seed_warning_silenced():   # the caller gives it, once per run, not once per file
             return privatize(latent, directions, epsilon=self.epsilon, delta=self.delta, mechanism=self.mechanism,
                              clip_radius=self.clip_radius, center=center, noise=noise, seed=seed,
                              epsilon_split=self.epsilon_split, layers=self.layers, noise_clip=self.noise_clip,
@@ -171,16 +169,15 @@ class Release:
 
 
 def probe_writable(folder: str | os.PathLike) -> None:
-    """Raise :class:`InputError` unless a file can be created in ``folder`` (created if missing)."""
-    folder = Path(folder)
+    """Raise :class:`InputError` unless files can be created in ``folder`` (or, while it does not exist, in its
+    nearest existing parent: the write creates it): :func:`latentpriv.outputs.check_writable`, whose message
+    adds that nothing was charged."""
+    from latentpriv.outputs import check_writable
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".latentpriv-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot write there ({exc.strerror or exc}); choose another output; nothing was "
-                         "charged") from exc
+        check_writable(folder, option="output")
+    except InputError as exc:
+        raise InputError(f"{exc}; nothing was charged") from exc
 
 
 def check_ledger_path(ledger: Ledger, *, inputs: Sequence[str | os.PathLike] = (),
@@ -331,9 +328,7 @@ def accounted_release(latent: np.ndarray, directions: np.ndarray, *,
         warn_forced(res, max_epsilon, warn)
         draws = []
         for plan in plans:
-            with warnings.catch_warnings():
-                # the seed mechanism's warning is the caller's to give, once per run, not once per release
-                warnings.simplefilter("ignore")
+            with seed_warning_silenced():   # the caller gives it, once per run, not once per release
                 result = plan.draw(noise)
             record = dict(result.record)
             record["release_id"] = release_id

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latentpriv.errors import AssetError, ConfigError, InputError, LatentprivError
-from latentpriv.io import MODEL_DEFAULT_SPACE, LatentInput, load_latent_input, save_image, sha256_file
+from latentpriv.io import (
+    LatentInput,
+    infer_space,
+    load_latent_input,
+    save_image,
+    sha256_file,
+)
 from latentpriv.runs.engine import (
     RESULTS_NAME,
     BatchInterrupted,
@@ -189,6 +195,32 @@ def warn_above_max_norm(inp: LatentInput, max_norm: float, warn: Warn) -> None:
              "--max-norm; raise --max-norm (a larger residual dither) to cover them")
 
 
+def run_warnings(opts: PrivatizeOptions) -> list[str]:
+    """What a ``privatize`` or ``sweep`` run (one file or a folder alike) says once before it releases: a
+    mechanism without a guarantee, seeded noise."""
+    from latentpriv.privacy.coordinate_mechanisms import get_mechanism
+    from latentpriv.privacy.mechanisms import SEED_MECHANISM_WARNING, SEEDED_WARNING
+
+    out = [] if get_mechanism(opts.mechanism).private else [SEED_MECHANISM_WARNING]
+    if opts.seed is not None:
+        out.append(f"--seed {opts.seed}: {SEEDED_WARNING}")
+    return out
+
+
+def release_decorrelate(mechanism: str, decorrelate: bool | None) -> bool | None:
+    """``--decorrelate`` as ``mechanism`` allows it. A mechanism without the float-level release (``seed``: the
+    research notebook's orthogonal step) always uses the orthogonal split: by default quietly (no covariance is
+    looked up), and an explicit ``--decorrelate`` is a ConfigError."""
+    from latentpriv.privacy.coordinate_mechanisms import get_mechanism
+
+    cls = get_mechanism(mechanism)
+    if cls.dithered:
+        return decorrelate
+    if decorrelate:
+        raise ConfigError(f"--mechanism {cls.name} is the research notebook's orthogonal step; drop --decorrelate")
+    return False
+
+
 @dataclass
 class Directions:
     """What a release along the directions of one latent space needs."""
@@ -212,6 +244,7 @@ class Privatizer:
 
         self.opts, self.G, self.warn = opts, generator, warn
         self.delta = validate_common(opts.mechanism, opts.delta, opts.max_epsilon)
+        self.decorrelate = release_decorrelate(opts.mechanism, opts.decorrelate)
         self.center = parse_center(opts.center)
         self.layers = parse_layers(opts.layers)
         self.split = parse_split(opts.epsilon_split)
@@ -220,6 +253,29 @@ class Privatizer:
                                     noise_clip=opts.noise_clip, layers=self.layers,
                                     **({} if opts.max_norm is None else {"max_norm": opts.max_norm}))
         self._directions: dict[tuple[str, int | None], Directions] = {}
+
+    def check_space(self, space: str, where: str | Path | None = None) -> None:
+        """``--layers`` picks layers of W+ latents: a ConfigError for latents of ``space`` (``where``: their file)."""
+        if self.layers is not None and space != "wp":
+            raise ConfigError(f"{f'{where}: ' if where is not None else ''}--layers applies only to W+ latents "
+                              f"(--space wp), these are {space.upper()} latents: drop --layers")
+
+    def read(self, path: Path) -> LatentInput:
+        """``path``'s latents as every ``privatize`` run (a file, each file of a folder, a sweep) reads them
+        (:func:`~latentpriv.io.load_latent_input`): ``--layers`` checked (:meth:`check_space`), the
+        ``--max-norm`` warning (:func:`warn_above_max_norm`) given through ``self.warn``."""
+        o = self.opts
+        inp = load_latent_input(path, space=o.space, model=o.model, generator=self.G, warn=self.warn)
+        self.check_space(inp.space, path)
+        if self.warn is not None:
+            warn_above_max_norm(inp, self.params.max_norm, self.warn)
+        return inp
+
+    def start(self) -> None:
+        """Say :func:`run_warnings` through ``self.warn`` (once per run: a file, a folder or a sweep)."""
+        if self.warn is not None:
+            for msg in run_warnings(self.opts):
+                self.warn(msg)
 
     @property
     def needs_generator(self) -> bool:
@@ -239,8 +295,8 @@ class Privatizer:
             if check is not None:
                 check(dirs)
             centers, center_mode = resolve_center(self.center, dirs, space, self.G)
-            cov = resolve_covariance(o.decorrelate if o.mechanism != "seed" else False, o.weights or o.model, space,
-                                     device=str(o.device), warn_fn=self.warn)
+            cov = resolve_covariance(self.decorrelate, o.weights or o.model, space, device=str(o.device),
+                                     warn_fn=self.warn)
             self._directions[(space, dim)] = Directions(dirs, bounds, centers, center_mode, cov)
         return self._directions[(space, dim)]
 
@@ -254,22 +310,19 @@ class Privatizer:
             shape = _npy_shape(path)
             if shape is None or len(shape) not in (1, 2, 3):
                 continue   # unreadable or malformed: that file fails on its own
-            sp = o.space or ("wp" if len(shape) == 3 else str(G.default_space) if G is not None
-                             else MODEL_DEFAULT_SPACE.get(o.model, "w"))
+            sp = infer_space(np.broadcast_to(np.float32(0), shape), o.space, o.model, G)  # a view: no data read
             dim = int(G.z_dim if sp == "z" else G.w_dim) if G is not None else int(shape[-1])
             groups[(sp, dim)] = groups.get((sp, dim), 0) + 1
         if not groups:   # no readable input: still report a missing boundary before creating anything
             from latentpriv.edit.boundaries import resolve_directions
 
             resolve_directions(attrs=o.attrs, boundary_files=o.boundary_files, conditions=o.conditions, model=o.model,
-                               space=o.space or MODEL_DEFAULT_SPACE.get(o.model, "w"), dim=None)
+                               space=infer_space(np.zeros(0), o.space, o.model, G), dim=None)
             return
         failures: list[LatentprivError] = []
         for sp, dim in groups:
             try:
-                if self.layers is not None and sp != "wp":
-                    raise ConfigError(f"--layers applies only to W+ latents (--space wp); the inputs are {sp} "
-                                      "latents: drop --layers")
+                self.check_space(sp)
                 self.directions(sp, dim)
             except LatentprivError as exc:
                 failures.append(exc)
@@ -340,9 +393,7 @@ def privatize_file(opts: PrivatizeOptions, input_path: Path, *, output: Path | N
     setup = Privatizer(opts, warn=warn)
     if render is not None or setup.needs_generator:
         setup.G = load_generator_for(opts.weights, opts.model, opts.device)
-    inp = load_latent_input(input_path, space=opts.space, model=opts.model, generator=setup.G, warn=warn)
-    if warn is not None:
-        warn_above_max_norm(inp, setup.params.max_norm, warn)
+    inp = setup.read(input_path)
     noise = make_noise_source(opts.seed)
     calib: list[Any] = []
 
@@ -355,18 +406,12 @@ def privatize_file(opts: PrivatizeOptions, input_path: Path, *, output: Path | N
 
     # with --attr the model's boundaries fix the dimension, so a mismatch is the latent's fault (say so)
     d = setup.directions(inp.space, None if opts.attrs else inp.latent.shape[-1], check=check)
-    if setup.layers is not None and inp.space != "wp":
-        raise ConfigError("--layers applies only to W+ latents (--space wp)")
 
     output = output or default_output(input_path)
     record_path = output.with_suffix(".json")
     renders = single_render_paths(render, inp.latent.shape[0]) if render is not None else []
     check_outputs([output, record_path, *renders], overwrite=overwrite, inputs=[input_path])
-    if warn is not None and opts.mechanism == "seed":
-        warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
-    if warn is not None and opts.seed is not None:
-        warn(f"--seed {opts.seed}: reproducible numpy noise: this release is NOT private (the record keeps the "
-             "seed, anyone can replay the noise); for research only, never publish it")
+    setup.start()
     ledger = Ledger(opts.ledger_path)
     check_ledger_path(ledger, inputs=[input_path], outputs=[output, record_path, *renders])
 
@@ -426,26 +471,19 @@ def privatize_task(opts: PrivatizeOptions, *, outdir: Path, warn: Warn | None = 
 
     o = opts
     setup = Privatizer(o, warn=warn)
-    if setup.layers is not None and o.space not in (None, "wp"):
-        raise ConfigError("--layers applies only to W+ latents (--space wp)")
-    G = setup.G = generator if generator is not None else (
+    if o.space is not None:
+        setup.check_space(o.space)
+    setup.G = generator if generator is not None else (
         load_generator_for(o.weights, o.model, str(o.device)) if setup.needs_generator else None)
     if not o.attrs and not o.boundary_files:
         raise InputError("no direction given; use --attr NAME (e.g. smile) or --boundary FILE")
     n_dirs = len(o.attrs) + len(o.boundary_files)
     spend = setup.params.spend(n_dirs, make_noise_source(o.seed))  # validates the settings before any file is read
     ledger = ledger if ledger is not None else Ledger(o.ledger_path)
-    if warn is not None:
-        if o.mechanism == "seed":
-            warn("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
-        if o.seed is not None:
-            warn(f"--seed {o.seed}: reproducible numpy noise (one seed per file), NOT for release")
+    setup.start()
 
     def load(item: BatchItem) -> LatentInput:
-        inp = load_latent_input(item.path, space=o.space, model=o.model, generator=G, warn=warn)
-        if setup.layers is not None and inp.space != "wp":
-            raise InputError(f"{item.path}: --layers applies only to W+ latents, this one is {inp.space}")
-        return inp
+        return setup.read(item.path)   # setup.warn is None off rank 0
 
     def release(item: BatchItem, inp: LatentInput) -> ItemOutput:
         output = outdir / f"{item.stem}_private.npy"

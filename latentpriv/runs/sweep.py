@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentpriv.errors import ConfigError, InputError
+from latentpriv.errors import InputError
 from latentpriv.runs.privatize import PrivatizeOptions, Privatizer
 
 Warn = Callable[[str], None]
@@ -83,7 +83,7 @@ def sweep_file(opts: PrivatizeOptions, input_path: Path, *, epsilons: Sequence[f
     plan = _plan(opts, input_path, epsilons, samples, warn)
     record_path = output.with_suffix(".json")
     check_outputs([output, record_path], overwrite=overwrite, inputs=[input_path])
-    _confirm_cost(plan, yes=yes, warn=warn, info=info)
+    _confirm_cost(plan, yes=yes, info=info)
     rel = _reserve(plan, input_path, output, record_path, warn)
     try:
         rows, row_records = _draw_rows(plan, rel)
@@ -133,9 +133,9 @@ def _plan(opts: PrivatizeOptions, input_path: Path, epsilons: Sequence[float], s
     finite = [e for e in epsilons if math.isfinite(e)]
     setup = Privatizer(dataclasses.replace(opts, epsilon=finite[0] if finite else 1.0), warn=warn)
     setup.G = load_generator_for(opts.weights, opts.model, opts.device)
-    inp = load_latent(opts, input_path, setup.G, warn)
-    if setup.layers is not None and inp.space != "wp":
-        raise ConfigError("--layers applies only to W+ latents (--space wp)")
+    inp = setup.read(input_path)
+    if inp.latent.shape[0] != 1:
+        raise InputError(f"{input_path}: sweep takes one latent, got {inp.latent.shape[0]} rows; save one row")
     d = setup.directions(inp.space, inp.latent.shape[-1])
     noise = make_noise_source(opts.seed)
     params = [dataclasses.replace(setup.params, epsilon=e) for e in finite]
@@ -144,16 +144,10 @@ def _plan(opts: PrivatizeOptions, input_path: Path, epsilons: Sequence[float], s
     return _Plan(opts, list(epsilons), samples, setup, inp, d, noise, params, planned)
 
 
-def _confirm_cost(plan: _Plan, *, yes: bool, warn: Warn | None, info: Warn | None) -> None:
+def _confirm_cost(plan: _Plan, *, yes: bool, info: Warn | None) -> None:
     """Phase 2: say what the grid costs before any draw; a large spend needs ``yes`` or a budget."""
-    from latentpriv.privacy.mechanisms import get_mechanism
-
     opts, planned = plan.opts, plan.planned
-    say = warn or (lambda _msg: None)
-    if not get_mechanism(opts.mechanism).private:
-        say("--mechanism seed is the research notebook's step and gives NO differential-privacy guarantee")
-    if opts.seed is not None:
-        say(f"--seed {opts.seed}: reproducible numpy noise, NOT for release")
+    plan.setup.start()
     if not plan.params:
         return
     cost = "unbounded (no guarantee)" if planned.epsilon is None else f"epsilon {planned.epsilon:.4g}" + (
@@ -238,13 +232,3 @@ def _record(plan: _Plan, input_path: Path, output: Path, row_records: list[dict]
         "note": "the grid shows the original in its first column: it is a research picture, not a release",
         "sampler": plan.noise.describe(), "generator": plan.setup.G.info(), "ledger": plan.ledger_path,
     }
-
-
-def load_latent(opts: PrivatizeOptions, input_path: Path, generator, warn: Warn | None):
-    """The one latent a sweep takes (one row), as ``privatize FILE`` reads it."""
-    from latentpriv.io import load_latent_input
-
-    inp = load_latent_input(input_path, space=opts.space, model=opts.model, generator=generator, warn=warn)
-    if inp.latent.shape[0] != 1:
-        raise InputError(f"{input_path}: sweep takes one latent, got {inp.latent.shape[0]} rows; save one row")
-    return inp
