@@ -300,7 +300,7 @@ def test_sample_and_score_does_not_depend_on_the_batch_size(G):
 
 
 def test_attribute_names_map_to_scorers(tmp_path):
-    from latentpriv.cli.boundary import scorer_for
+    from latentpriv.edit.training_run import scorer_for
 
     assert scorer_for("pose")[0] == "yaw" and scorer_for("smile")[0] == "smile"
     with pytest.raises(InputError, match="no scorer"):

@@ -8,10 +8,6 @@ from pathlib import Path
 import click
 
 from latentpriv.cli.options import MODEL_NAMES, with_threads
-from latentpriv.edit.training_run import scorer_for, write_boundary
-from latentpriv.errors import InputError
-
-__all__ = ["boundary", "scorer_for", "write_boundary"]
 
 
 @click.group("boundary")
@@ -62,24 +58,15 @@ def train(model, attribute, num, seed, ratio, split_ratio, C, classifier, space,
       latentpriv boundary train --model dcgan64 --attr smile --num 2000 --seed 0 -o boundaries/dcgan64_smile_boundary.npy
       latentpriv boundary train --latents z.npy --scores s.npy --attr age -o age_boundary.npy   # your own scores
     """
-    from latentpriv.edit import training_run
-    from latentpriv.outputs import check_outputs
-
-    if output.suffix != ".npy":
-        raise InputError(f"-o {output}: the boundary file must end in .npy")
-    if (latents_file is None) != (scores_file is None):
-        raise InputError("--latents and --scores go together; give both or neither")
-    inputs = [p for p in (latents_file, scores_file) if p is not None]
-    check_outputs([output, output.with_suffix(".json")], overwrite=overwrite, inputs=inputs)
-    if save_samples is not None:
-        check_outputs([save_samples / "latents.npy"], overwrite=overwrite, inputs=inputs, option="--save-samples")
     from tqdm.auto import tqdm
+
+    from latentpriv.edit import training_run
 
     result, npy, js = training_run.train_command(
         output, attribute=attribute, model=model, latents_file=latents_file, scores_file=scores_file, num=num,
         seed=seed, space=space, batch_size=batch_size, device=device, save_samples=save_samples,
         progress=lambda **kw: tqdm(leave=False, **kw), ratio=ratio, split_ratio=split_ratio, classifier=classifier,
-        C=C)
+        C=C, overwrite=overwrite)
     click.echo(
         f"{attribute}: validation accuracy {result.val_accuracy:.3f} (train {result.train_accuracy:.3f}; "
         f"{result.num_valid}/{result.num_samples} valid scores, {result.chosen} per class)", err=True,
@@ -162,22 +149,13 @@ def covariance_cmd(model, space, num, heldout_num, seed, batch_size, device, for
                 click.echo(f"{r['sha256_prefix']}  {r['space']}  num {r['num']}  heldout {r['heldout_num']}  "
                            f"seed {r['seed']}  {r['path']}")
         return
-    if model is None:
-        raise InputError("--model is required (e.g. --model dcgan64), or pass --show")
-    if space is None:
-        from latentpriv.models.registry import load_generator
-
-        G = load_generator(model, device=device)
-        space, target = G.default_space, G
-    else:
-        target = model
     from tqdm.auto import tqdm
 
-    total = (num or cov.DEFAULT_NUM) + (heldout_num or cov.DEFAULT_HELDOUT_NUM)
-    with tqdm(total=total, desc=f"sampling {model} ({space})", unit="latent", leave=False) as bar:
-        stats = cov.covariance_for(target, space, num=num, heldout_num=heldout_num, seed=seed, estimate=True,
-                                   force=force, device=device, batch_size=batch_size, progress=bar.update)
-    summary = {**stats.describe(), **cov.spectrum_summary(stats)}
+    from latentpriv.edit.covariance_run import covariance_command
+
+    stats, summary = covariance_command(model, space, num=num, heldout_num=heldout_num, seed=seed, force=force,
+                                        device=device, batch_size=batch_size,
+                                        progress=lambda **kw: tqdm(leave=False, **kw))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

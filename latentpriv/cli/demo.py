@@ -13,9 +13,7 @@ from pathlib import Path
 import click
 
 from latentpriv.cli.options import THREADS_HELP, parse_epsilons, torch_threads
-from latentpriv.evaluate.demo import DEFAULT_ITERATIONS, FAST_ITERATIONS, PHOTO_SEED, ensure_assets
-
-__all__ = ["demo", "ensure_assets"]
+from latentpriv.evaluate.demo import DEFAULT_ITERATIONS, FAST_ITERATIONS, PHOTO_SEED
 
 
 @click.command("demo", epilog="\b\nExamples:\n  latentpriv demo --out demo_out\n"

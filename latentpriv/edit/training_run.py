@@ -133,10 +133,22 @@ def train_to_file(data: TrainingData, output: Path, *, attribute: str, seed: int
 def train_command(output: Path, *, attribute: str, model: str | None = None, latents_file: Path | None = None,
                   scores_file: Path | None = None, num: int = 2000, seed: int = 0, space: str | None = None,
                   batch_size: int = 64, device: str = "auto", save_samples: Path | None = None,
-                  progress: Callable[..., Any] | None = None, **training: Any) -> tuple[Any, Path, Path]:
-    """``boundary train``: the data (:func:`data_from_files` when ``latents_file`` is given, else
-    :func:`data_from_model`), then :func:`train_to_file` with ``training`` (ratio, split_ratio, classifier, C).
-    Returns ``(BoundaryTrainResult, npy path, json path)``."""
+                  progress: Callable[..., Any] | None = None, overwrite: bool = False,
+                  **training: Any) -> tuple[Any, Path, Path]:
+    """``boundary train``: the outputs checked (a ``.npy`` boundary, its ``.json`` record and ``save_samples``'s
+    latents follow the overwrite rule, never an input), the data (:func:`data_from_files` when ``latents_file``
+    is given, else :func:`data_from_model`), then :func:`train_to_file` with ``training`` (ratio,
+    split_ratio, classifier, C). Returns ``(BoundaryTrainResult, npy path, json path)``."""
+    from latentpriv.outputs import check_outputs
+
+    if output.suffix != ".npy":
+        raise InputError(f"-o {output}: the boundary file must end in .npy")
+    if (latents_file is None) != (scores_file is None):
+        raise InputError("--latents and --scores go together; give both or neither")
+    inputs = [p for p in (latents_file, scores_file) if p is not None]
+    check_outputs([output, output.with_suffix(".json")], overwrite=overwrite, inputs=inputs)
+    if save_samples is not None:
+        check_outputs([save_samples / "latents.npy"], overwrite=overwrite, inputs=inputs, option="--save-samples")
     if latents_file is not None:
         data = data_from_files(latents_file, scores_file, model=model, space=space)
     elif model is None:
