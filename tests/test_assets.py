@@ -59,20 +59,20 @@ def test_fetch_good_file(server, register, isolated):
     base, handler = server
     register("t_good", f"{base}/good.bin", sha256=_sha(GOOD), size=len(GOOD))
     dest = isolated / "dest"
-    path = assets.fetch("t_good", dest_dir=dest, progress=False)
+    path = assets.fetch("t_good", dest_dir=dest)
     assert path == dest / "t_good.bin" and path.read_bytes() == GOOD
     assert _listing(dest) == ["t_good.bin"]  # no temp files, no TOFU record for a pinned hash
     assert assets.verify("t_good", path).ok
-    again = assets.fetch("t_good", dest_dir=dest, progress=False)  # present and verified: no download
+    again = assets.fetch("t_good", dest_dir=dest)  # present and verified: no download
     assert again == path and handler.hits["/good.bin"] == 1
-    assets.fetch("t_good", dest_dir=dest, progress=False, force=True)
+    assets.fetch("t_good", dest_dir=dest, force=True)
     assert handler.hits["/good.bin"] == 2
 
 
 def test_fetch_writes_to_latentpriv_home_by_default(server, register, isolated):
     base, _ = server
     register("t_home", f"{base}/good.bin", sha256=_sha(GOOD))
-    path = assets.fetch("t_home", progress=False)
+    path = assets.fetch("t_home")
     assert path == isolated / "home" / "t_home.bin"
     assert assets.locate("t_home") == path
 
@@ -87,7 +87,7 @@ def test_failed_fetch_leaves_nothing(server, register, isolated, route, message)
     register("t_fail", f"{base}{route}", sha256=_sha(GOOD))
     dest = isolated / "dest"
     with pytest.raises(AssetError) as err:
-        assets.fetch("t_fail", dest_dir=dest, progress=False)
+        assets.fetch("t_fail", dest_dir=dest)
     assert message in str(err.value) and "could not fetch t_fail" in str(err.value)
     assert _listing(dest) == []
 
@@ -99,7 +99,7 @@ def test_failed_fetch_keeps_previous_file(server, register, isolated):
     dest.mkdir()
     (dest / "t_keep.bin").write_bytes(GOOD)
     with pytest.raises(AssetError):
-        assets.fetch("t_keep", dest_dir=dest, progress=False, force=True)
+        assets.fetch("t_keep", dest_dir=dest, force=True)
     assert (dest / "t_keep.bin").read_bytes() == GOOD and _listing(dest) == ["t_keep.bin"]
 
 
@@ -107,32 +107,32 @@ def test_wrong_size_refused(server, register, isolated):
     base, _ = server
     register("t_size", f"{base}/good.bin", size=len(GOOD) + 1)
     with pytest.raises(AssetError, match="registry says"):
-        assets.fetch("t_size", dest_dir=isolated / "d", progress=False)
+        assets.fetch("t_size", dest_dir=isolated / "d")
     assert _listing(isolated / "d") == []
 
 
 def test_second_source_used_after_first_fails(server, register, isolated):
     base, handler = server
     register("t_fallback", f"{base}/missing.bin", f"{base}/short.bin", f"{base}/good.bin", sha256=_sha(GOOD))
-    path = assets.fetch("t_fallback", dest_dir=isolated / "d", progress=False)
+    path = assets.fetch("t_fallback", dest_dir=isolated / "d")
     assert path.read_bytes() == GOOD
     assert handler.hits == {"/missing.bin": 1, "/short.bin": 1, "/good.bin": 1}
     register("t_allfail", f"{base}/missing.bin", f"{base}/short.bin", sha256=_sha(GOOD))
     with pytest.raises(AssetError) as err:
-        assets.fetch("t_allfail", dest_dir=isolated / "d2", progress=False)
+        assets.fetch("t_allfail", dest_dir=isolated / "d2")
     assert "HTTP 404" in str(err.value) and "interrupted" in str(err.value)
 
 
 def test_unreachable_server_is_an_asset_error(register, isolated):
     register("t_down", "http://127.0.0.1:9/nothing.bin")
     with pytest.raises(AssetError, match="download failed"):
-        assets.fetch("t_down", dest_dir=isolated / "d", progress=False, timeout=5)
+        assets.fetch("t_down", dest_dir=isolated / "d", timeout=5)
 
 
 def test_verify_detects_corruption(server, register, isolated):
     base, _ = server
     register("t_verify", f"{base}/good.bin", sha256=_sha(GOOD))
-    path = assets.fetch("t_verify", dest_dir=isolated / "home", progress=False)
+    path = assets.fetch("t_verify", dest_dir=isolated / "home")
     path.write_bytes(BAD)
     res = assets.verify("t_verify", raise_on_error=False)
     assert not res.ok and res.sha256 == _sha(BAD) and res.expected == _sha(GOOD)
@@ -162,14 +162,14 @@ def test_tofu_records_and_enforces_first_hash(server, register, isolated):
     handler.routes["/tofu.bin"] = lambda r: r.body(payload["data"])
     register("t_tofu", f"{base}/tofu.bin")
     dest = isolated / "dest"
-    path = assets.fetch("t_tofu", dest_dir=dest, progress=False)
+    path = assets.fetch("t_tofu", dest_dir=dest)
     record = (dest / "t_tofu.bin.sha256").read_text().split()
     assert record == [_sha(GOOD), "t_tofu.bin"]
     res = assets.verify("t_tofu", path)
     assert res.ok and "recorded at first fetch" in res.detail
     payload["data"] = BAD  # upstream changed: a forced re-fetch must not silently accept it
     with pytest.raises(AssetError, match="recorded at first fetch"):
-        assets.fetch("t_tofu", dest_dir=dest, progress=False, force=True)
+        assets.fetch("t_tofu", dest_dir=dest, force=True)
     assert path.read_bytes() == GOOD and sorted(_listing(dest)) == ["t_tofu.bin", "t_tofu.bin.sha256"]
     path.write_bytes(BAD)
     assert not assets.verify("t_tofu", path, raise_on_error=False).ok
@@ -183,10 +183,10 @@ def test_stylegan_asset_structure_checked_and_tofu(server, isolated, synthetic_c
     handler.routes["/not_a_checkpoint.pth"] = b"<html>Dropbox sign-in page</html>"
     dest = isolated / "dest"
     with pytest.raises(AssetError, match="cannot be loaded as a PyTorch checkpoint"):
-        assets.fetch("stylegan_ffhq", dest_dir=dest, progress=False,
+        assets.fetch("stylegan_ffhq", dest_dir=dest,
                      sources=(Source("url", url=f"{base}/not_a_checkpoint.pth"),))
     assert _listing(dest) == []
-    path = assets.fetch("stylegan_ffhq", dest_dir=dest, progress=False,
+    path = assets.fetch("stylegan_ffhq", dest_dir=dest,
                         sources=(Source("url", url=f"{base}/not_a_checkpoint.pth"),
                                  Source("url", url=f"{base}/stylegan_ffhq.pth")))
     assert path.read_bytes() == ckpt

@@ -168,3 +168,29 @@ def test_cli_reproduces_official_uint8_at_1024(tmp_path, synthetic_checkpoint_10
         assert img.shape == (1024, 1024, 3)
         diff = np.abs(img[496:528, 496:528].astype(int) - ref[i].astype(int))
         assert diff.max() <= 1 and (diff == 0).mean() >= 0.995  # float32 summation order flips a few roundings
+
+
+def test_the_library_draws_its_bar_only_through_the_callers_factory(tmp_path, ckpt, capsys):
+    from latentpriv.runs.generate import generate
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.done, self.closed = kwargs, 0, False
+            bars.append(self)
+
+        def update(self, n=1):
+            self.done += n
+
+        def close(self):
+            self.closed = True
+
+    w = np.random.default_rng(3).standard_normal((5, 512)).astype(np.float32)
+    np.save(tmp_path / "ws.npy", w)
+    generate(tmp_path / "ws.npy", str(tmp_path / "a"), weights=str(ckpt), device="cpu", batch_size=2, progress=Bar)
+    (bar,) = bars
+    assert bar.kwargs == {"total": 3, "desc": "generate", "unit": "batch"} and bar.done == 3 and bar.closed
+    capsys.readouterr()
+    generate(tmp_path / "ws.npy", str(tmp_path / "b"), weights=str(ckpt), device="cpu", batch_size=2)
+    assert capsys.readouterr().err == ""   # no factory: no bar

@@ -375,7 +375,7 @@ def test_slow_drip_meets_the_overall_deadline(evil, home, monkeypatch):
         name = _asset(monkeypatch, base + route)
         t0 = time.monotonic()
         with pytest.raises(AssetError, match="deadline"):
-            assets.fetch(name, progress=False, timeout=1.0, deadline_s=1.5)
+            assets.fetch(name, timeout=1.0, deadline_s=1.5)
         assert time.monotonic() - t0 < 4.0, route
         _nothing_left(home)
 
@@ -386,7 +386,7 @@ def test_oversize_body_stops_at_the_registered_size(evil, home, monkeypatch, ann
     h.routes["/flood"] = lambda r: r.flood(announce)
     name = _asset(monkeypatch, base + "/flood")
     with pytest.raises(AssetError, match="more than the 76800"):
-        assets.fetch(name, progress=False, timeout=5)
+        assets.fetch(name, timeout=5)
     time.sleep(0.2)
     assert h.sent.get("/flood", 0) < 16 << 20          # not 200 MiB
     _nothing_left(home)
@@ -398,12 +398,12 @@ def test_redirect_to_plain_http_is_refused(evil, home, monkeypatch):
     h.routes["/ok"] = lambda r: r.redirect(base + "/good")        # the test server itself is fine
     h.routes["/good"] = lambda r: r.body(GOOD)
     with pytest.raises(AssetError, match="redirected to http://example.invalid/evil.bin, which is not https"):
-        assets.fetch(_asset(monkeypatch, base + "/r"), progress=False, timeout=5)
+        assets.fetch(_asset(monkeypatch, base + "/r"), timeout=5)
     _nothing_left(home)
-    path = assets.fetch(_asset(monkeypatch, base + "/ok"), progress=False, timeout=5)
+    path = assets.fetch(_asset(monkeypatch, base + "/ok"), timeout=5)
     assert path.read_bytes() == GOOD
     with pytest.raises(AssetError, match="only https"):
-        assets._download("http://example.invalid/x", home / "x", progress=False, timeout=1)
+        assets._download("http://example.invalid/x", home / "x", timeout=1)
 
 
 def test_one_retry_on_5xx(evil, home, monkeypatch):
@@ -416,14 +416,14 @@ def test_one_retry_on_5xx(evil, home, monkeypatch):
 
     h.routes["/flaky"] = flaky
     h.routes["/down"] = lambda r: r.fail(502)
-    assert assets.fetch(_asset(monkeypatch, base + "/flaky"), progress=False).read_bytes() == GOOD
+    assert assets.fetch(_asset(monkeypatch, base + "/flaky")).read_bytes() == GOOD
     assert h.hits["/flaky"] == 2
     with pytest.raises(AssetError, match="HTTP 502"):
-        assets.fetch(_asset(monkeypatch, base + "/down"), progress=False, force=True)
+        assets.fetch(_asset(monkeypatch, base + "/down"), force=True)
     assert h.hits["/down"] == 2                                  # once, then exactly one retry
     h.routes["/missing"] = lambda r: r.fail(404)
     with pytest.raises(AssetError, match="HTTP 404"):
-        assets.fetch(_asset(monkeypatch, base + "/missing"), progress=False, force=True)
+        assets.fetch(_asset(monkeypatch, base + "/missing"), force=True)
     assert h.hits["/missing"] == 1                               # a 4xx is not retried
 
 
@@ -434,7 +434,7 @@ def test_fetch_killed_midway_leaves_a_temp_folder_the_next_fetch_removes(evil, h
     code = ("import sys; from latentpriv import assets; from latentpriv.assets import Asset, Source; "
             "assets._ensure_builtin(); "
             "assets.register(Asset(name='evil', filename='evil.bin', sources=(Source('url', url=sys.argv[1]),), "
-            "description='t', size=76800)); assets.fetch('evil', progress=False)")
+            "description='t', size=76800)); assets.fetch('evil')")
     proc = subprocess.Popen([sys.executable, "-c", code, base + "/drip"], env={**os.environ})
     try:
         t0 = time.monotonic()
@@ -453,7 +453,7 @@ def test_fetch_killed_midway_leaves_a_temp_folder_the_next_fetch_removes(evil, h
     old = home / ".fetch-otherhost-2-z"
     old.mkdir()
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    path = assets.fetch(_asset(monkeypatch, base + "/good"), progress=False, deadline_s=600)
+    path = assets.fetch(_asset(monkeypatch, base + "/good"), deadline_s=600)
     assert path.read_bytes() == GOOD
     assert sorted(p.name for p in home.glob(".fetch-*")) == sorted([live.name, young.name])
 
@@ -487,6 +487,6 @@ def test_pypi_source_comes_from_the_index_without_building(evil, home, monkeypat
                   sources=(Source("pypi", package="demo-pkg", version="1.0", member="demo_pkg/w.bin",
                                   archive_sha256=digest),))
         monkeypatch.setitem(assets._REGISTRY, "pkg", a)
-        path = assets.fetch("pkg", progress=False, force=True)
+        path = assets.fetch("pkg", force=True)
         assert path.read_bytes() == member
     assert not list(home.glob(".fetch-*"))

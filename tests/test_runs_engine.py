@@ -293,3 +293,35 @@ def test_the_cli_maps_an_interrupted_or_quietly_failed_folder_run_to_its_exit_st
     assert stop.value.code == 1 and capsys.readouterr().err == ""
     with pytest.raises(ItemsFailed, match="2 of 3 inputs failed"), folder_run():
         raise ItemsFailed("2 of 3 inputs failed: ...")     # rank 0: the CLI prints it as one Error: line
+
+
+class _RecordingBar:
+    """A tqdm-like bar that records what it is told (the progress factory the CLI would pass)."""
+
+    made: list[_RecordingBar] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.updates, self.postfix, self.closed = kwargs, [], None, False
+        _RecordingBar.made.append(self)
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+    def set_postfix(self, **kw):
+        self.postfix = kw
+
+    def close(self):
+        self.closed = True
+
+
+def test_progress_is_the_callers_factory_and_the_engine_draws_no_bar_itself(tmp_path, capsys):
+    h.images(tmp_path / "in", 5)
+    _RecordingBar.made.clear()
+    run_batch(batch_standin.make_task(), tmp_path / "in", tmp_path / "out", batch_size=2, progress=_RecordingBar)
+    (bar,) = _RecordingBar.made
+    assert bar.kwargs == {"total": 5, "desc": "standin", "unit": "item"}
+    assert sum(bar.updates) == 5 and len(bar.updates) == 3 and bar.closed
+    assert bar.postfix == {"ok": 5, "skipped": 0, "failed": 0}
+    capsys.readouterr()
+    run_batch(batch_standin.make_task(), tmp_path / "in", tmp_path / "out2", batch_size=2)   # progress=None
+    assert capsys.readouterr().err == ""

@@ -2,15 +2,24 @@
 
 The engine (:mod:`latentpriv.runs.engine`) reports through an ``echo`` callback and raises for a non-zero
 exit; :func:`folder_run` gives it ``click.echo`` and turns an interruption into ``128 + signal`` and a
-quiet failure (another torchrun rank, which has already reported) into exit status 1.
+quiet failure (another torchrun rank, which has already reported) into exit status 1. :func:`folder_bar`
+is the progress factory a folder command passes to the engine (the library never draws a bar itself).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import click
+
+
+def folder_bar(**kwargs: Any) -> Any:
+    """The engine's bar over a rank's items: tqdm on stderr, not left behind, off when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(leave=False, disable=None, **kwargs)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -79,8 +80,15 @@ def generate(latent: Path | None, output: str, weights: str, space: str | None, 
     done = render(latent, output, weights=weights, space=space, truncation_psi=truncation_psi,
                   truncation_layers=truncation_layers, no_truncation=no_truncation, device=device,
                   batch_size=batch_size, seed=seed, num=num, allow_tf32=allow_tf32, save_latent=save_latent,
-                  overwrite=overwrite)
+                  overwrite=overwrite, progress=_bar)
     n, paths, psi = done.n, done.paths, done.psi
     where = str(paths[0]) if n == 1 else f"{paths[0].parent}/ ({paths[0].name} .. {paths[-1].name})"
     click.echo(f"wrote {n} image(s) {done.resolution}x{done.resolution} to {where} "
                f"[{done.name}, space {done.space}, truncation {'off' if psi is None else f'psi {psi} on {done.layers} layers'}]")
+
+
+def _bar(**kwargs: Any) -> Any:
+    """The bar over the batches (the library draws none itself); off when stderr is not a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=None, leave=False, **kwargs)

@@ -8,6 +8,7 @@ same :class:`~latentpriv.runs.invert.Inverter`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -70,25 +71,33 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
 
     if len(inputs) == 1 and inputs[0].is_dir():
         # a folder: the batch engine (torchrun shards, verified resume, results.jsonl, summary, exit code)
-        from latentpriv.cli.folder import folder_run
+        from latentpriv.cli.folder import folder_bar, folder_run
 
         with folder_run():
             invert_dir(inputs[0], output, config=config, weights=str(weights), vgg_weights=vgg_weights,
                        device=device, batch_size=batch_size, image_dir=save_image, overwrite=overwrite,
-                       progress=not quiet, save_every=save_every, align=align, echo=click.echo)
+                       progress=None if quiet else folder_bar, save_every=save_every, align=align, echo=click.echo)
         return
     if under_torchrun():
         raise InputError("under torchrun pass one folder as INPUT (each process takes its share of it)")
 
     results = invert_paths(files, multi, output, config, weights=str(weights), vgg_weights=vgg_weights,
                            device=device, batch_size=batch_size, save_image=save_image, save_every=save_every,
-                           progress=not quiet, align=align, overwrite=overwrite, report=None if quiet else _report)
+                           progress=None if quiet else _bar, align=align, overwrite=overwrite,
+                           report=None if quiet else _report)
     failed = [r for r in results if not r.ok]
     if not quiet and multi:
         click.echo(f"{len(results) - len(failed)} of {len(results)} inputs inverted into {output}", err=True)
     if failed:
         raise InputError(f"{len(failed)} of {len(results)} inputs failed: "
                          + "; ".join(str(r.error) for r in failed[:3]) + (" ..." if len(failed) > 3 else ""))
+
+
+def _bar(**kwargs: Any) -> Any:
+    """A bar over one batch's iterations (the library draws none itself)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(leave=False, dynamic_ncols=True, **kwargs)
 
 
 def _report(line: str) -> None:

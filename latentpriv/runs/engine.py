@@ -71,6 +71,9 @@ SUMMARY_NAME = "summary.json"
 STATUSES = ("ok", "skipped", "failed")
 #: exit status of a run stopped by a signal (128 + SIGTERM), as a shell reports it
 EXIT_INTERRUPTED = 128 + int(signal.SIGTERM)
+#: a tqdm-like bar factory, ``progress(total=..., desc=..., unit=...) -> bar`` with ``update(n)`` and ``close()``;
+#: the CLI passes tqdm, the library never draws a bar itself (None: no bar)
+Progress = Callable[..., Any]
 
 
 # ----------------------------------------------------------------------------------------------- data types
@@ -775,7 +778,7 @@ def _with_sha(item: BatchItem, key: bytes | None = None) -> BatchItem:
 
 def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.PathLike, *,
               dist: Any = None, batch_size: int = 1, overwrite: bool = False, seed: int | None = None,
-              progress: bool = False) -> BatchSummary:
+              progress: Progress | None = None) -> BatchSummary:
     """Process every input in ``input_dir`` into ``outdir``; see the module docstring for the guarantees.
 
     Args:
@@ -786,7 +789,8 @@ def run_batch(task: BatchTask, input_dir: str | os.PathLike, outdir: str | os.Pa
         batch_size: items per call of ``task.process``; also the unit of sharding.
         overwrite: redo items whose outputs are already complete.
         seed: base seed; each item gets ``item_seed(seed, name)`` (None leaves ``item.seed`` None).
-        progress: show a tqdm bar on rank 0.
+        progress: a tqdm-like factory ``progress(total=, desc=, unit=)`` for rank 0's bar over its items
+            (the CLI passes tqdm); None: no bar.
 
     Returns:
         The :class:`BatchSummary` over all ranks (identical on every rank). Rank 0 has written it to
@@ -864,16 +868,15 @@ def _plan(task: BatchTask, input_dir: Path, outdir: Path, dist: Any, overwrite: 
     return plan["names"], plan["run_id"], lock
 
 
-def _run_shard(runner: _Runner, batches: list[list[BatchItem]], dist: Any, progress: bool) -> None:
-    """Phase 2: this rank's batches, one after the other, under the signal guard (tqdm bar on rank 0)."""
+def _run_shard(runner: _Runner, batches: list[list[BatchItem]], dist: Any, progress: Progress | None) -> None:
+    """Phase 2: this rank's batches, one after the other, under the signal guard (``progress``'s bar on rank 0,
+    with the counts as its postfix where the bar has ``set_postfix``)."""
     task = runner.task
     n_mine = sum(len(b) for b in batches)
     bar = None
-    if progress and dist.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_mine, desc=f"{task.name} (rank 0 of {dist.world_size})" if dist.world_size > 1
-                   else task.name, unit="item", leave=False)
+    if progress is not None and dist.is_main:
+        bar = progress(total=n_mine, desc=f"{task.name} (rank 0 of {dist.world_size})" if dist.world_size > 1
+                       else task.name, unit="item")
     runner.guard.install()
     try:
         for batch in batches:
@@ -882,8 +885,9 @@ def _run_shard(runner: _Runner, batches: list[list[BatchItem]], dist: Any, progr
             runner.run_batch(batch)
             if bar is not None:
                 bar.update(runner.finished - before)
-                bar.set_postfix(ok=runner.counts["ok"], skipped=runner.counts["skipped"],
-                                failed=runner.counts["failed"])
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(ok=runner.counts["ok"], skipped=runner.counts["skipped"],
+                                    failed=runner.counts["failed"])
     except BatchInterrupted as exc:
         exc.done = runner.finished
         log.warning("%s: rank %d interrupted after %d of its %d items; rerun the same command to resume",
@@ -943,22 +947,21 @@ def _silent(message: str = "", err: bool = False) -> None:
 
 
 def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Path | None, *, device: str,
-            batch_size: int = 1, overwrite: bool = False, seed: int | None = None, progress: bool = True,
+            batch_size: int = 1, overwrite: bool = False, seed: int | None = None, progress: Progress | None = None,
             as_json: bool = False, finish: Callable[[BatchSummary], tuple[str, str | None]] | None = None,
             echo: Callable[..., None] | None = None) -> BatchSummary:
     """Run a folder command: process group from torchrun's environment, task, summary, exit status.
 
     ``build_task(dist)`` makes the task once the rank's device is known (``dist.device``). Reports the
     summary line (or the summary as JSON) on rank 0 through ``echo(text, err=False)`` (the CLI's
-    ``click.echo``; default: the log). ``finish(summary)``: post-processing on rank 0 after the run (e.g.
+    ``click.echo``; default: the log). ``progress``: :func:`run_batch`'s bar factory (the CLI passes tqdm,
+    which it disables when stderr is not a terminal). ``finish(summary)``: post-processing on rank 0 after the run (e.g.
     rendering), returning a line to report and an error text (None when all went well); an error makes the
     exit status 1 like a failed item. When items failed, rank 0 raises :class:`ItemsFailed` ("N of M inputs
     failed: <first errors>", exit status 1, printed by the CLI as one ``Error:`` line) and the other ranks
     raise it ``quiet`` (exit status 1, nothing printed); when interrupted :class:`BatchInterrupted` propagates
     (exit ``128 + signal``) with the line to show in its ``report`` (None on ranks other than 0).
     """
-    import sys
-
     from latentpriv.runs.distributed import init_distributed
 
     echo = echo or _silent
@@ -970,7 +973,7 @@ def run_cli(build_task: Callable[[Any], BatchTask], input_dir: Path, outdir: Pat
         task = build_task(dist)
         try:
             summary = run_batch(task, input_dir, outdir, dist=dist, batch_size=batch_size, overwrite=overwrite,
-                                seed=seed, progress=progress and sys.stderr.isatty())
+                                seed=seed, progress=progress)
         except BatchInterrupted as exc:
             if dist.is_main or not dist.active:
                 exc.report = (f"Error: {task.name} {exc} after {exc.done} item(s) on this process; finished "

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,13 +113,16 @@ class Generated:
 def generate(latent: Path | None, output: str, *, weights: str, space: str | None = None,
              truncation_psi: float | None = None, truncation_layers: int | None = None, no_truncation: bool = False,
              device: str = "auto", batch_size: int = 8, seed: int | None = None, num: int | None = None,
-             allow_tf32: bool = False, save_latent: Path | None = None, overwrite: bool = False) -> Generated:
+             allow_tf32: bool = False, save_latent: Path | None = None, overwrite: bool = False,
+             progress: Callable[..., Any] | None = None) -> Generated:
     """Render ``latent`` (a ``.npy`` file or a folder of them) or ``num`` seeded Z samples to images at
     ``output`` (a file, a ``{i}`` pattern or a folder; see :func:`output_paths`, :func:`folder_paths`).
 
     The latent files are checked before the generator is loaded, the outputs (the overwrite rule,
     :func:`latentpriv.outputs.check_outputs`) before anything is written; ``save_latent`` also writes the
-    rendered latents. ``batch_size`` changes memory and speed only. Raises InputError.
+    rendered latents. ``batch_size`` changes memory and speed only. ``progress``: a tqdm-like factory
+    ``progress(total=, desc=, unit=)`` for a bar over the batches (the CLI passes tqdm; None: no bar).
+    Raises InputError.
     """
     import torch
 
@@ -170,14 +175,20 @@ def generate(latent: Path | None, output: str, *, weights: str, space: str | Non
     check_outputs(paths, overwrite=overwrite, inputs=inputs)
     check_outputs([save_latent], overwrite=overwrite, inputs=inputs, option="--save-latent")
 
-    from tqdm.auto import tqdm
-
-    with torch.no_grad():
-        for start in tqdm(range(0, n, batch_size), desc="generate", unit="batch", disable=None, leave=False):
-            chunk = torch.from_numpy(np.ascontiguousarray(lat[start:start + batch_size]))
-            images = G.to_uint8(G.synthesize(chunk, space, truncation_psi=psi, truncation_layers=layers))
-            for j, img in enumerate(images):
-                save_image(paths[start + j], img)
+    starts = range(0, n, batch_size)
+    bar = None if progress is None else progress(total=len(starts), desc="generate", unit="batch")
+    try:
+        with torch.no_grad():
+            for start in starts:
+                chunk = torch.from_numpy(np.ascontiguousarray(lat[start:start + batch_size]))
+                images = G.to_uint8(G.synthesize(chunk, space, truncation_psi=psi, truncation_layers=layers))
+                for j, img in enumerate(images):
+                    save_image(paths[start + j], img)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     if save_latent is not None:
         save_npy(save_latent, lat)
     return Generated(n, paths, G.name, int(G.resolution), space, psi, layers)

@@ -10,7 +10,6 @@ batches and writes each output to the path the user named.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import numpy as np
 
 from latentpriv.errors import InputError
 from latentpriv.io import IMAGE_SUFFIXES, float01_to_uint8, save_image, save_npy, sha256_file, write_json
-from latentpriv.runs.engine import BatchItem, BatchSummary, BatchTask, ItemOutput, run_cli
+from latentpriv.runs.engine import BatchItem, BatchSummary, BatchTask, ItemOutput, Progress, run_cli
 
 if TYPE_CHECKING:
     from latentpriv.models.protocol import Generator
@@ -180,12 +179,13 @@ def invert_task(G: Generator, config: Any, *, device: Any, networks: Any, image_
 
 def invert_dir(input_dir: Path, outdir: Path | None, *, config: Any, weights: str = "stylegan_ffhq",
                vgg_weights: Path | None = None, device: str = "auto", batch_size: int = 1,
-               image_dir: Path | None = None, overwrite: bool = False, progress: bool = True,
+               image_dir: Path | None = None, overwrite: bool = False, progress: Progress | None = None,
                save_every: int | None = None, align: bool = False,
                echo: Callable[..., None] | None = None) -> BatchSummary:
     """``latentpriv invert DIR -o OUTDIR``: every image of DIR, sharded over torchrun's ranks, resumable.
 
-    Loads the generator and VGG16/LPIPS once per rank on the rank's device, then :func:`run_cli`.
+    Loads the generator and VGG16/LPIPS once per rank on the rank's device, then :func:`run_cli` (``echo``,
+    ``progress``: its report and bar factory; None: no bar).
     """
     def build(dist: Any) -> BatchTask:
         from latentpriv.inversion.perceptual import PerceptualNetworks
@@ -223,7 +223,8 @@ def snapshot_path(path: Path, step: int) -> Path:
 
 def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Generator, config: Any, *, device: Any,
                  networks: Any, batch_size: int = 1, images: Sequence[Path | None] | None = None,
-                 save_every: int | None = None, progress: bool = True, extra_record: dict[str, Any] | None = None,
+                 save_every: int | None = None, progress: Progress | None = None,
+                 extra_record: dict[str, Any] | None = None,
                  align_size: int | None = None, report: Callable[[str], None] | None = None) -> list[ItemResult]:
     """Invert image files ``inputs`` and write ``outputs[i]`` (``.npy``) + ``outputs[i].with_suffix('.json')``.
 
@@ -231,11 +232,10 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Generator, 
     reported in its :class:`ItemResult` and skipped, the rest are written. ``images[i]`` (optional) receives
     the final reconstruction (PNG/JPEG by suffix); with ``save_every=K`` every K-th step's latent and image
     are also written beside them (:func:`snapshot_path`). Each file is written atomically; every item is
-    seeded identically (``config.seed``), so results do not depend on batching. ``progress``: a tqdm bar
-    per batch; ``report(line)`` receives one line per written file.
+    seeded identically (``config.seed``), so results do not depend on batching. ``progress``: a tqdm-like
+    factory ``progress(total=, desc=)`` for one bar over the iterations of each batch (the CLI passes tqdm;
+    None: no bar); ``report(line)`` receives one line per written file.
     """
-    from tqdm.auto import tqdm
-
     if len(outputs) != len(inputs) or (images is not None and len(images) != len(inputs)):
         raise ValueError("invert_files: inputs, outputs (and images) must have the same length")
     images = list(images) if images is not None else [None] * len(inputs)
@@ -257,12 +257,12 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Generator, 
         chunk = loaded[b0:b0 + batch_size]
         idx = [k for k, _, _ in chunk]
         names = ", ".join(results[k].input.name for k in idx)
-        bar = tqdm(total=config.iterations, desc=names if len(names) < 40 else f"{len(idx)} images",
-                   disable=not progress, leave=False, dynamic_ncols=True)
+        bar = None if progress is None else progress(total=config.iterations,
+                                                      desc=names if len(names) < 40 else f"{len(idx)} images")
 
         def on_step(st: Any, bar: Any = bar) -> None:
             bar.update(1)
-            if st.step % 10 == 0 or st.step == st.iterations:
+            if (st.step % 10 == 0 or st.step == st.iterations) and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{float(st.loss.mean()):.4g}", lr=f"{st.lr:.3g}")
 
         def snapshots(j: int, step: int, idx: list[int] = idx) -> tuple[Path, Path | None]:
@@ -271,10 +271,12 @@ def invert_files(inputs: Sequence[Path], outputs: Sequence[Path], G: Generator, 
 
         try:
             done = inverter.run([(results[k].input, sha256_file(results[k].input), t, crop) for k, t, crop in chunk],
-                                save_every=save_every, snapshot_paths=snapshots, on_step=on_step,
+                                save_every=save_every, snapshot_paths=snapshots,
+                                on_step=None if bar is None else on_step,
                                 extra=[{"output": str(results[k].output), **(extra_record or {})} for k in idx])
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         for k, inv in zip(idx, done, strict=True):
             r = results[k]
             save_npy(r.output, inv.latent)
@@ -312,7 +314,7 @@ def output_paths(files: Sequence[Path], multi: bool, output: Path,
 
 def invert_paths(files: Sequence[Path], multi: bool, output: Path, config: Any, *, weights: str,
                  vgg_weights: Path | None = None, device: str = "auto", batch_size: int = 1,
-                 save_image: Path | None = None, save_every: int | None = None, progress: bool = True,
+                 save_image: Path | None = None, save_every: int | None = None, progress: Progress | None = None,
                  align: bool = False, overwrite: bool = False,
                  report: Callable[[str], None] | None = None) -> list[ItemResult]:
     """``latentpriv invert FILE... -o OUTPUT``: plan the outputs (:func:`output_paths`), check them all (the
@@ -363,5 +365,8 @@ def expand_inputs(inputs: Sequence[Path]) -> tuple[list[Path], bool]:
 
 
 def under_torchrun() -> bool:
-    """True when this process is one of several torchrun ranks (``WORLD_SIZE`` > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """True when this process is one of several torchrun ranks (``WORLD_SIZE`` > 1, read and checked by
+    :func:`latentpriv.runs.distributed.env_from`, which raises InputError for a malformed one)."""
+    from latentpriv.runs.distributed import env_from
+
+    return env_from().is_distributed
