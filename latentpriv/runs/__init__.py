@@ -7,5 +7,6 @@
 * :mod:`latentpriv.runs.privatize` – the privatize task (:class:`~latentpriv.runs.privatize.Privatizer`),
   for ``privatize FILE`` and folders.
 * :mod:`latentpriv.runs.generate` – latents (or seeded samples) -> images (``generate``).
+* :mod:`latentpriv.runs.sweep` – one latent -> a grid of accounted releases over epsilon (``sweep``).
 * :mod:`latentpriv.runs.distributed`, :mod:`latentpriv.runs.allocator` – torchrun processes, host memory.
 """
