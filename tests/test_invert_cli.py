@@ -186,3 +186,15 @@ def test_align_flag_aligns_the_face_first_and_refuses_faceless_photos(tmp_path, 
               "--iterations", "2", "--quiet", "--device", "cpu"])
     assert r.exit_code != 0 and "face" in r.output.lower() and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "b.npy").exists()
+
+
+def test_command_config_applies_shorthands_after_overrides():
+    """--space/--iterations/--seed are config keys; given, they win over --set of the same key."""
+    from latentpriv.errors import ConfigError
+    from latentpriv.inversion.settings import command_config
+
+    c = command_config(None, None, ["iterations=5", "seed=3"], space="wp", seed=0)
+    assert (c.space, c.iterations, c.seed) == ("wp", 5, 0)
+    assert command_config("seed", iterations=7).iterations == 7
+    with pytest.raises(ConfigError, match="unknown|no such|not a"):
+        command_config(None, None, ["nope=1"])
