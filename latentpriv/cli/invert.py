@@ -56,18 +56,11 @@ def invert(inputs, output, preset, config_file, overrides, space, iterations, ba
       latentpriv invert photo.jpg -o w.npy --align        # unaligned photo: FFHQ alignment first
     Writes float32 (1,512) pre-truncation W, (1,L,512) W+ or (1,z_dim) Z, plus a .json record.
     """
-    from latentpriv.inversion.optimize import load_config
+    from latentpriv.inversion.settings import command_config
     from latentpriv.runs.invert import expand_inputs, invert_dir, invert_paths, under_torchrun
 
     files, multi = expand_inputs(list(inputs))
-    sets = list(overrides)
-    if space:
-        sets.append(f"space={space}")
-    if iterations:
-        sets.append(f"iterations={iterations}")
-    if seed is not None:
-        sets.append(f"seed={seed}")
-    config = load_config(preset or ("default" if config_file is None else None), config_file, sets)
+    config = command_config(preset, config_file, overrides, space=space, iterations=iterations, seed=seed)
 
     if len(inputs) == 1 and inputs[0].is_dir():
         # a folder: the batch engine (torchrun shards, verified resume, results.jsonl, summary, exit code)
