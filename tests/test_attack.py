@@ -157,3 +157,19 @@ def test_cli_attacks_a_folder_of_latents(tmp_path):
     assert "files" not in data   # the record's keys are those attack.json always had
     res = _run(tmp_path / "empty", "--latents", str(tmp_path / "out"))
     assert res.exit_code != 0 and "no .npy latents" in res.output and "Traceback" not in res.output
+
+
+def test_seed_mechanism_with_decorrelate_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    """As in privatize (runs.privatize.release_decorrelate): an explicit --decorrelate with --mechanism seed is an
+    error, raised before the generator is loaded or the output folder is touched."""
+    from latentpriv.errors import ConfigError
+    from latentpriv.evaluate import attack_run
+
+    def never(*a, **k):
+        raise AssertionError("loaded the generator")
+
+    monkeypatch.setattr("latentpriv.models.render.load_generator_for", never)
+    s = attack_run.AttackSettings(model="dcgan64", epsilons=[1.0], attrs=["smile"], mechanism="seed", decorrelate=True)
+    with pytest.raises(ConfigError, match="drop --decorrelate"):
+        attack_run.run_attack_files(tmp_path / "out", s)
+    assert not (tmp_path / "out").exists()

@@ -223,18 +223,39 @@ def test_several_settings_are_one_transaction_of_every_release(tmp_path):
         accounted_release(w, d, params=params, noise=OpenDPNoise(), ledger=ledger, commit=lambda *a: None)
 
 
-def test_no_mechanism_name_branches_outside_the_mechanism_classes():
-    """What a mechanism does is its class's: privatize, the release, the ledger, the audit and the sweep ask
-    the object (or the registry), never compare its name."""
+# where a mechanism is still chosen by name outside its class (being removed by its owner; drop it from here then)
+NAME_BRANCH_PENDING = {"evaluate/metrics.py"}
+
+
+def _name_branches(text: str) -> list[str]:
+    """Lines of ``text`` that choose a mechanism by its name: a comparison of a ``mechanism``/``mech`` variable,
+    or of anything with a registered mechanism's name as a string literal."""
     import re
+
+    from latentpriv.privacy.coordinate_mechanisms import REGISTRY
+
+    lit = rf"""["'](?:{"|".join(map(re.escape, REGISTRY))})["']"""
+    patterns = [re.compile(r"""(mechanism|mech)\w*\s*(==|!=|\bin\b)\s*[("'\[]"""),
+                re.compile(rf"""(==|!=)\s*{lit}|{lit}\s*(==|!=)"""),
+                re.compile(rf"""\bin\s*[(\[{{][^)\]}}]*{lit}""")]
+    return [line.strip() for line in text.splitlines() if any(p.search(line) for p in patterns)]
+
+
+def test_no_mechanism_name_branches_outside_the_mechanism_classes():
+    """What a mechanism does is its class's: every module of the package (privatize, the release, the ledger,
+    the audit, the runs, the attack, the CLI) asks the object or the registry, never compares its name."""
     from pathlib import Path
 
     import latentpriv
 
     root = Path(latentpriv.__file__).parent
-    files = [*(root / "privacy").glob("*.py"), root / "runs" / "sweep.py", root / "cli" / "sweep.py",
-             root / "cli" / "audit.py"]
-    pattern = re.compile(r"""(mechanism|mech)\w*\s*(==|!=|\bin\b)\s*[("'\[]""")
-    found = [f"{p.name}:{i}: {line.strip()}" for p in files if p.name != "coordinate_mechanisms.py"
-             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    skip = {"privacy/coordinate_mechanisms.py", *NAME_BRANCH_PENDING}
+    files = [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).as_posix() not in skip]
+    assert len(files) > 50
+    found = [f"{p.relative_to(root)}: {line}" for p in files for line in _name_branches(p.read_text())]
     assert found == []
+    # the scan sees each form it is meant to catch
+    for bad in ('if s.mechanism == "seed":', 'x = 1 if mech in ("gaussian", "seed") else 0', 'if name != "rr":',
+                'if "laplace" == kind:'):
+        assert _name_branches(bad), bad
+    assert not _name_branches('if get_mechanism(name).private:')

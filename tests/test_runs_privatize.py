@@ -254,3 +254,72 @@ def test_privatize_file_is_a_library_call_with_option_errors_as_config_errors(tm
     for call, option in ((lambda: parse_center("x"), "--center"), (lambda: parse_layers("a-b"), "--layers")):
         with pytest.raises(ConfigError, match=f"Invalid value for '{option}'"):
             call()
+
+
+# ------------------------------------------------------------------ FILE and DIR runs read and warn alike
+
+
+def _warned_file_and_folder(tmp_path: Path, **kw) -> tuple[list[str], list[str]]:
+    """The warnings of ``privatize FILE`` and of ``privatize DIR`` on the same latent, the path named INPUT."""
+    from latentpriv.runs.privatize import PrivatizeOptions, privatize_file, privatize_task
+
+    h.latents(tmp_path / "in", 1)
+    opts = PrivatizeOptions(**{"epsilon": 1.0, "boundary_files": [h.boundary(tmp_path / "b.npy")], "space": "w",
+                               "ledger_path": tmp_path / "l.sqlite", "decorrelate": False, **kw})
+    single: list[str] = []
+    privatize_file(opts, tmp_path / "in" / "w00.npy", output=tmp_path / "single.npy", warn=single.append)
+    folder: list[str] = []
+    summary = run_batch(privatize_task(opts, outdir=tmp_path / "out", warn=folder.append), tmp_path / "in",
+                        tmp_path / "out", seed=opts.seed)
+    assert summary.ok == 1
+    where = str(tmp_path / "in" / "w00.npy")
+    return [w.replace(where, "INPUT") for w in single], [w.replace(where, "INPUT") for w in folder]
+
+
+def test_file_and_folder_runs_give_the_same_warnings(tmp_path):
+    """The seed mechanism, seeded noise and a record above --max-norm: one text each, FILE and DIR alike (a
+    folder run used to say nothing about --max-norm, and other words about the seed)."""
+    from latentpriv.privacy.mechanisms import SEED_MECHANISM_WARNING, SEEDED_WARNING
+
+    single, folder = _warned_file_and_folder(tmp_path, mechanism="seed", delta=1e-5, seed=3, max_norm=5.0,
+                                             decorrelate=None)
+    assert sorted(single) == sorted(folder)
+    assert SEED_MECHANISM_WARNING in folder and f"--seed 3: {SEEDED_WARNING}" in folder
+    assert [w for w in folder if "> --max-norm 5" in w and w.startswith("INPUT: 1 record(s)")], folder
+    assert not any("covariance" in w for w in folder)   # seed: the orthogonal split, quietly
+
+
+def test_folder_run_warns_above_max_norm_once_per_file(tmp_path):
+    _, folder = _warned_file_and_folder(tmp_path, seed=3, max_norm=5.0)
+    assert len([w for w in folder if "--max-norm" in w]) == 1, folder
+    _, quiet = _warned_file_and_folder(tmp_path / "big", seed=3)     # the default covers these latents
+    assert not any("--max-norm" in w for w in quiet), quiet
+
+
+def test_layers_on_w_latents_is_one_error_for_file_and_folder(tmp_path):
+    from latentpriv.errors import ConfigError
+    from latentpriv.runs.privatize import PrivatizeOptions, privatize_file, privatize_task
+
+    h.latents(tmp_path / "in", 1)
+    opts = PrivatizeOptions(epsilon=1.0, boundary_files=[h.boundary(tmp_path / "b.npy")], layers="0-3",
+                            ledger_path=tmp_path / "l.sqlite", decorrelate=False)
+    with pytest.raises(ConfigError) as single:
+        privatize_file(opts, tmp_path / "in" / "w00.npy")
+    task = privatize_task(opts, outdir=tmp_path / "out")
+    item = batch.BatchItem(0, "w00.npy", tmp_path / "in" / "w00.npy")
+    with pytest.raises(ConfigError) as folder:
+        task.load(item)
+    assert str(single.value) == str(folder.value)
+    assert "--layers applies only to W+ latents (--space wp), these are W latents" in str(folder.value)
+
+
+def test_seed_mechanism_refuses_an_explicit_decorrelate_and_skips_sigma_by_default(tmp_path):
+    """privatize and attack agree: seed is the notebook's orthogonal step, so --decorrelate is an error and
+    the default never looks a covariance up (nor warns that none is cached)."""
+    from latentpriv.errors import ConfigError
+    from latentpriv.runs.privatize import PrivatizeOptions, Privatizer, release_decorrelate
+
+    with pytest.raises(ConfigError, match="drop --decorrelate"):
+        Privatizer(PrivatizeOptions(epsilon=1.0, mechanism="seed", delta=1e-5, decorrelate=True))
+    assert Privatizer(PrivatizeOptions(epsilon=1.0, mechanism="seed", delta=1e-5)).decorrelate is False
+    assert [release_decorrelate("laplace", d) for d in (None, True, False)] == [None, True, False]
