@@ -32,13 +32,6 @@ def load_latent_input(path: Path, *, space: str | None, model: str, generator: A
     return load(path, space=space, model=model, generator=generator, warn=warn)
 
 
-def check_outputs(paths: list[Path], inputs: list[Path], overwrite: bool) -> None:
-    """Refuse to overwrite an input ever, or an existing output unless ``overwrite`` (latentpriv.outputs)."""
-    from latentpriv.outputs import check_outputs as check
-
-    check(paths, overwrite=overwrite, inputs=inputs)
-
-
 def privacy_options(f):
     """Options shared by privatize and sweep."""
     opts = [
