@@ -250,6 +250,16 @@ def warn_forced(res: Reservation, max_epsilon: float | None, warn: Callable[[str
     warn(msg) if warn is not None else warnings.warn(msg, stacklevel=3)
 
 
+def _draw(plan: PreparedRelease, noise: NoiseSource, *, release_id: str, record_info: Mapping[str, Any] | None,
+          ledger: Ledger) -> tuple[np.ndarray, dict[str, Any]]:
+    """Step 3 of :func:`accounted_release` for one prepared release: ``(released latent, record)``, the record
+    carrying the release id, the caller's fields and the ledger's path."""
+    with seed_warning_silenced():   # the caller gives it, once per run, not once per release
+        result = plan.draw(noise)
+    record = {**result.record, "release_id": release_id, **(record_info or {}), "ledger": str(ledger.path)}
+    return np.asarray(result.latent), record
+
+
 def accounted_release(latent: np.ndarray, directions: np.ndarray, *,
                       params: ReleaseParams | Sequence[ReleaseParams], noise: NoiseSource,
                       ledger: Ledger, center: Any = 0.0, attributes: Sequence[str] = (),
@@ -326,15 +336,7 @@ def accounted_release(latent: np.ndarray, directions: np.ndarray, *,
                           release_ids=ids)
     try:
         warn_forced(res, max_epsilon, warn)
-        draws = []
-        for plan in plans:
-            with seed_warning_silenced():   # the caller gives it, once per run, not once per release
-                result = plan.draw(noise)
-            record = dict(result.record)
-            record["release_id"] = release_id
-            record.update(record_info or {})
-            record["ledger"] = str(ledger.path)
-            draws.append((np.asarray(result.latent), record))
+        draws = [_draw(plan, noise, release_id=release_id, record_info=record_info, ledger=ledger) for plan in plans]
         released, record = draws[0]
         if output is not None and not several:
             shape = tuple(output_shape) if output_shape is not None else released.shape
