@@ -3,7 +3,7 @@
 **The rule**: a command never replaces an existing file that it did not write itself in this run, unless the
 user passed ``--overwrite``; it never replaces one of its own inputs, even with ``--overwrite``.
 :func:`check_outputs` applies it (every CLI command calls it, before any slow work, for every path it is
-going to write), and :func:`latentpriv.io.atomic_write` records each file it writes with
+going to write; folder runs, which resume in their own output folder, use :func:`check_folder_outputs`), and :func:`latentpriv.io.atomic_write` records each file it writes with
 :func:`mark_written`, so that a run may rewrite its own files (snapshots, resumed chunks).
 
 **Permissions**: files are created with ``0o666 & ~umask`` like ``open()`` would create them, not the
@@ -86,6 +86,22 @@ def check_outputs(paths: Iterable[str | os.PathLike | None], *, overwrite: bool,
             raise InputError(f"{p}: is a directory, not a file; choose another {option}")
         if (p.exists() or p.is_symlink()) and not overwrite and not written_in_this_run(p):
             raise InputError(f"{p}: already exists; pass --overwrite to replace it or choose another {option}")
+
+
+def check_folder_outputs(paths: Iterable[str | os.PathLike | None], *, overwrite: bool,
+                         marker: str | os.PathLike, where: str, option: str = "output") -> None:
+    """The rule for the outputs of a folder run, which may be resumed: a folder that holds ``marker`` (the run's
+    own record, e.g. ``OUTDIR/results.jsonl``, created the moment a run starts there) is a run's own, and its
+    files may be replaced by a rerun; otherwise an existing file among ``paths`` is refused unless
+    ``overwrite``, with ``InputError("<path>: already exists <where>; pass --overwrite to replace it or choose
+    an empty <option> folder")``. ``paths`` may be lazy (a generator): nothing is listed when the rule cannot
+    refuse. Inputs among the outputs are the caller's own check (they are refused even with ``overwrite``)."""
+    if overwrite or Path(marker).exists():
+        return
+    for p in paths:
+        if p is not None and Path(p).exists():
+            raise InputError(f"{p}: already exists {where}; pass --overwrite to replace it or choose an empty "
+                             f"{option} folder")
 
 
 def check_writable(folder: str | os.PathLike, *, option: str = "-o") -> None:

@@ -282,6 +282,25 @@ def test_folder_run_never_replaces_files_of_a_folder_no_run_wrote(tmp_path):
     assert run_batch(make_task(), src, out, seed=1).skipped == 1      # its own folder now: resume as usual
 
 
+def test_folder_run_never_replaces_files_in_an_output_folder_beside_a_new_outdir(tmp_path):
+    """An output sent to another folder (``invert DIR -o NEW --save-image IMGS``) is checked even while
+    OUTDIR does not exist yet: no run has written there, so an existing file with an output name is refused."""
+    import dataclasses
+
+    from latentpriv.runs.engine import run_batch
+
+    src, out, imgs = tmp_path / "in", tmp_path / "new", tmp_path / "imgs"
+    src.mkdir()
+    imgs.mkdir()
+    Image.new("RGB", (8, 8)).save(src / "a.png")
+    (imgs / "a.npy").write_bytes(b"the user's own file")
+    task = dataclasses.replace(make_task(), output_dirs={".npy": imgs})
+    with pytest.raises(InputError, match=r"imgs/a\.npy: already exists in a folder no standin run has written"):
+        run_batch(task, src, out, seed=1)
+    assert (imgs / "a.npy").read_bytes() == b"the user's own file" and not out.exists()
+    assert run_batch(task, src, out, seed=1, overwrite=True).ok == 1
+
+
 def test_output_folder_run_lock_names_the_holder_and_stale_locks_are_taken_over(tmp_path):
     from latentpriv.runs.distributed import RunLock
 

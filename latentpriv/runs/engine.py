@@ -63,6 +63,7 @@ from latentpriv.io import (
     sha256_file,
     write_json,
 )
+from latentpriv.outputs import check_folder_outputs
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +344,12 @@ def list_inputs(input_dir: str | os.PathLike, suffixes: Sequence[str]) -> list[s
     return names
 
 
+def _item_paths(task: BatchTask, input_dir: Path, outdir: Path, name: str) -> tuple[Path, ...]:
+    """Every file the input ``name`` makes: its outputs, then its sidecar."""
+    item = BatchItem(0, name, input_dir / name)
+    return (*task.output_paths(outdir, item).values(), task.sidecar_path(outdir, item))
+
+
 def _check_outdir(task: BatchTask, input_dir: Path, outdir: Path, names: Sequence[str]) -> None:
     for folder in {outdir, *map(Path, task.output_dirs.values())}:
         if input_dir.resolve() == folder.resolve():
@@ -351,8 +358,7 @@ def _check_outdir(task: BatchTask, input_dir: Path, outdir: Path, names: Sequenc
     inputs = {(input_dir / n).resolve() for n in names}
     reserved = {(outdir / RESULTS_NAME).resolve(), (outdir / SUMMARY_NAME).resolve()}
     for name in names:
-        item = BatchItem(0, name, input_dir / name)
-        for path in (*task.output_paths(outdir, item).values(), task.sidecar_path(outdir, item)):
+        for path in _item_paths(task, input_dir, outdir, name):
             if path.resolve() in inputs:
                 raise InputError(f"{path}: this output would overwrite an input; choose another output folder")
             if path.resolve() in reserved:
@@ -361,19 +367,6 @@ def _check_outdir(task: BatchTask, input_dir: Path, outdir: Path, names: Sequenc
 
 
 # ------------------------------------------------------------------------------------- results.jsonl lock
-
-
-def _check_foreign_files(task: BatchTask, input_dir: Path, outdir: Path, names: Sequence[str]) -> None:
-    """The overwrite rule (latentpriv.outputs) for folder runs: a folder no batch run has written (no
-    results.jsonl) must not hold files with output names; resume inside a run's own folder is unaffected."""
-    if (outdir / RESULTS_NAME).exists() or not outdir.is_dir():
-        return
-    for name in names:
-        item = BatchItem(0, name, input_dir / name)
-        for path in (*task.output_paths(outdir, item).values(), task.sidecar_path(outdir, item)):
-            if path.exists():
-                raise InputError(f"{path}: already exists in a folder no {task.name} run has written; pass "
-                                 "--overwrite to replace it or choose an empty output folder")
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
@@ -849,8 +842,9 @@ def _plan(task: BatchTask, input_dir: Path, outdir: Path, dist: Any, overwrite: 
         try:
             names = list_inputs(input_dir, task.input_suffixes)
             _check_outdir(task, input_dir, outdir, names)
-            if not overwrite:
-                _check_foreign_files(task, input_dir, outdir, names)
+            check_folder_outputs((path for n in names for path in _item_paths(task, input_dir, outdir, n)),
+                                 overwrite=overwrite, marker=outdir / RESULTS_NAME,
+                                 where=f"in a folder no {task.name} run has written")
             if task.preflight is not None:   # setup errors: once, before anything is written
                 task.preflight([input_dir / n for n in names])
             outdir.mkdir(parents=True, exist_ok=True)
