@@ -58,6 +58,7 @@ from latentpriv.errors import InputError, LatentprivError
 from latentpriv.io import (
     IMAGE_SUFFIXES,
     json_default,
+    npy_bytes,
     save_image,
     save_npy,
     sha256_file,
@@ -485,11 +486,7 @@ def _encode(path: Path, content: Any) -> bytes:
     if isinstance(content, (bytes, bytearray)):
         return bytes(content)
     if path.suffix.lower() == ".npy":
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(np.asarray(content)), allow_pickle=False)
-        return buf.getvalue()
+        return npy_bytes(np.asarray(content))   # exactly what save_npy writes
     raise TypeError(f"sidecar_first tasks write .npy or bytes outputs, not {type(content).__name__} ({path.name})")
 
 
