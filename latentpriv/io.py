@@ -463,6 +463,13 @@ def float01_to_uint8(images01: Any) -> np.ndarray:
     return u8.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def render_to_float01(images: Any, *, clamp: bool = True) -> Any:
+    """A render nominally in [-1, 1] (``G.synthesize``, a tensor ``[N, 3, H, W]``) -> float32 ``(x + 1) / 2``,
+    clamped to [0, 1] unless ``clamp=False`` (differentiable: the inversion's loss may see it unclamped)."""
+    x01 = (images.float() + 1.0) / 2.0
+    return x01.clamp(0, 1) if clamp else x01
+
+
 def uint8_to_float01(images: np.ndarray) -> Any:
     """uint8 ``[N, H, W, 3]`` -> float32 tensor ``[N, 3, H, W]`` in [0, 1] (``x / 255``), what
     :func:`latentpriv.inversion.optimize.invert` takes as targets."""

@@ -68,8 +68,8 @@ def test_lpips_wrapper_zero_for_identical_and_grows_with_noise(images):
     np.testing.assert_array_equal(d[:2], 0.0)
     assert (d[2:4] > 0).all() and (d[4:] > d[2:4]).all()
     # the wrapper equals perceptual.lpips on [0,1] NCHW tensors, batched or not
-    from latentpriv.evaluate.metrics import to_tensor01
     from latentpriv.inversion.perceptual import lpips
+    from latentpriv.io import uint8_to_float01 as to_tensor01
 
     ref = lpips(to_tensor01(images[:2]), to_tensor01(strong), nets).double().numpy()
     np.testing.assert_allclose(lpips_distance(images[:2], strong, nets, batch_size=1), ref, rtol=1e-5)

@@ -310,11 +310,11 @@ class _Perceptual:
     def _taps(self, images: np.ndarray) -> list:
         import torch
 
-        from latentpriv.evaluate.metrics import to_tensor01
         from latentpriv.inversion.perceptual import LPIPS_TAPS, imagenet_normalize, resize
+        from latentpriv.io import uint8_to_float01
 
         with torch.no_grad():
-            x = resize(to_tensor01(images).to(self.networks.device), self.size, "bilinear", True)
+            x = resize(uint8_to_float01(images).to(self.networks.device), self.size, "bilinear", True)
             return self.networks.vgg(imagenet_normalize(x), LPIPS_TAPS)
 
     def _original_taps(self, chunk: int) -> list:

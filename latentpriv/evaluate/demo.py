@@ -147,10 +147,10 @@ def _image_distances(priv_t: Any, recon_t: Any, private: np.ndarray, reconstruct
 
     from latentpriv.evaluate.metrics import psnr
     from latentpriv.inversion.perceptual import lpips
+    from latentpriv.io import render_to_float01
 
     with torch.no_grad():
-        recon01 = ((recon_t.float() + 1) / 2).clamp(0, 1)
-        priv01 = ((priv_t.float() + 1) / 2).clamp(0, 1)
+        recon01, priv01 = render_to_float01(recon_t), render_to_float01(priv_t)
         lp = lpips(priv01, recon01.expand_as(priv01), networks).cpu().numpy()
     return lp, psnr(private, np.broadcast_to(reconstruction, private.shape))
 

@@ -97,13 +97,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
     return _out(np.array([_ssim_one(x, y) for x, y in zip(a, b, strict=True)]), single)
 
 
-def to_tensor01(images: np.ndarray):
-    """``uint8 [N, H, W, 3]`` -> float32 tensor ``[N, 3, H, W]`` in ``[0, 1]``."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255.0)
-
-
 def lpips_distance(a: np.ndarray, b: np.ndarray, networks: PerceptualNetworks, *,
                    size: int | None = None, batch_size: int = 16) -> np.ndarray | float:
     """LPIPS (VGG, v0.1) per pair; ``networks`` from ``PerceptualNetworks.load(device)``.
@@ -114,13 +107,14 @@ def lpips_distance(a: np.ndarray, b: np.ndarray, networks: PerceptualNetworks, *
     import torch
 
     from latentpriv.inversion.perceptual import lpips
+    from latentpriv.io import uint8_to_float01
 
     a, b, single = _pair(a, b, "lpips")
     out = []
     with torch.no_grad():
         for i in range(0, a.shape[0], batch_size):
-            x = to_tensor01(a[i:i + batch_size]).to(networks.device)
-            y = to_tensor01(b[i:i + batch_size]).to(networks.device)
+            x = uint8_to_float01(a[i:i + batch_size]).to(networks.device)
+            y = uint8_to_float01(b[i:i + batch_size]).to(networks.device)
             out.append(lpips(x, y, networks, size=size).double().cpu().numpy())
     return _out(np.concatenate(out), single)
 

@@ -46,6 +46,7 @@ from latentpriv.inversion.perceptual import (
     pil_resize,
     resize,
 )
+from latentpriv.io import float01_to_uint8, render_to_float01
 
 if TYPE_CHECKING:
     from latentpriv.models.protocol import Generator
@@ -465,9 +466,7 @@ class _LossTerms:
         """``lat_in``: the latent rendered (noisy during the ramp); ``latent``: the one the prior sees."""
         with self.amp:
             x = self.G.synthesize(lat_in, self.space, **self.truncation)
-            x01 = (x.float() + 1.0) / 2.0
-            if self.loss.clamp_images:
-                x01 = x01.clamp(0, 1)
+            x01 = render_to_float01(x, clamp=self.loss.clamp_images)
             terms: dict[str, Tensor] = {}
             if self.ploss.active:
                 terms.update({k: v.float() for k, v in self.ploss(x01, self.targets.features).items()})
@@ -597,7 +596,6 @@ def _psnr8(x01: Tensor, y01: Tensor) -> Tensor:
     """float32 ``[N]``: :func:`latentpriv.evaluate.metrics.psnr` (dB, ``inf`` if identical) of the 8-bit images of
     ``x01`` and ``y01`` ``[N, 3, H, W]`` in [0, 1], what ``latentpriv evaluate`` reports for the saved files."""
     from latentpriv.evaluate.metrics import psnr
-    from latentpriv.io import float01_to_uint8
 
     return torch.from_numpy(psnr(float01_to_uint8(x01), float01_to_uint8(y01))).float()
 
@@ -609,7 +607,7 @@ def _finalise(G: Generator, latent: Tensor, loss: _LossTerms, networks: Perceptu
         final = latent.detach()
         with loss.amp:
             raw = G.synthesize(final, loss.space, **loss.truncation)
-        img = ((raw.float() + 1.0) / 2.0).clamp(0, 1)
+        img = render_to_float01(raw)
         lp_size = config.metrics_lpips_size
         lp_size = res if lp_size is None else min(lp_size, res)
         metrics = {"psnr": _psnr8(img, loss.targets.full),

@@ -427,14 +427,11 @@ def pil_resize(images01: Tensor, size: int) -> Tensor:
     """
     from PIL import Image
 
-    from latentpriv.io import float01_to_uint8
+    from latentpriv.io import float01_to_uint8, uint8_to_float01
 
-    out = []
-    arr = float01_to_uint8(images01)
-    for a in arr:
-        img = Image.fromarray(np.ascontiguousarray(a)).resize((size, size), Image.BILINEAR)
-        out.append(torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1))
-    return torch.stack(out).to(images01.device)
+    resized = [np.asarray(Image.fromarray(np.ascontiguousarray(a)).resize((size, size), Image.BILINEAR))
+               for a in float01_to_uint8(images01)]
+    return uint8_to_float01(np.stack(resized)).to(images01.device)
 
 
 def imagenet_normalize(x01: Tensor) -> Tensor:

@@ -26,13 +26,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
 from latentpriv.models.checkpoint import key_problems, short_list
-from latentpriv.models.protocol import StandardNormalZ
+from latentpriv.models.protocol import OfficialPostprocess, StandardNormalZ
 
 Z_DIM = 100
 NGF = 64
@@ -43,7 +42,7 @@ RESOLUTION = 64
 CHECKPOINT_KEY = "netG_state_dict"
 
 
-class DCGAN64Generator(StandardNormalZ, nn.Module):
+class DCGAN64Generator(StandardNormalZ, OfficialPostprocess, nn.Module):
     """DCGAN 64x64 generator implementing latentpriv's generator contract for a Z-only model.
 
     Attributes follow ``docs/DEVELOPING.md``: ``resolution`` 64, ``z_dim == w_dim == 100``,
@@ -117,22 +116,6 @@ class DCGAN64Generator(StandardNormalZ, nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.synthesize(z)
-
-    @staticmethod
-    def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
-        """The official postprocess: ``[N,3,H,W]`` nominal ``[-1,1]`` -> ``uint8 [N,H,W,3]``.
-
-        ``uint8(clip((x + 1) * 127.5 + 0.5, 0, 255))`` (truncation toward zero), as InterFaceGAN's
-        ``postprocess`` with ``min_val=-1, max_val=1``.
-        """
-        if isinstance(images, torch.Tensor):
-            x = images.detach().to("cpu", torch.float32).numpy()
-        else:
-            x = np.asarray(images, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"images have shape {tuple(x.shape)}, expected (N, 3, H, W)")
-        x = np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def info(self) -> dict:
         """Provenance record: name, family, resolution, latent spaces, weights path and sha256."""

@@ -94,6 +94,33 @@ class StandardNormalZ:
         return z.to(self.device)
 
 
+class OfficialPostprocess:
+    """The contract's :meth:`Generator.to_uint8` for families whose output is nominal ``[-1, 1]`` (a mixin)."""
+
+    @staticmethod
+    def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The official postprocess: ``[N,3,H,W]`` raw -> ``uint8 [N,H,W,3]`` (RGB, NHWC).
+
+        ``uint8(clip((x - (-1)) * 255 / 2 + 0.5, 0, 255))``: float32 arithmetic in StyleGAN's official order
+        (InterFaceGAN's ``postprocess`` with ``min_val=-1, max_val=1``), then truncation toward zero; a tensor
+        is converted on its own device. Bit for bit the same as ``(x + 1) * 127.5 + 0.5`` (halving is exact in
+        binary floating point), the form DCGAN's code writes.
+        """
+        if isinstance(images, torch.Tensor):
+            with torch.no_grad():
+                x = images.detach().to(torch.float32)
+                if x.ndim != 4 or x.shape[1] != 3:
+                    raise InputError(f"images have shape {tuple(x.shape)}, expected (N, 3, H, W)")
+                x = ((x - (-1.0)) * 255 / 2.0 + 0.5).clamp_(0, 255).to(torch.uint8)
+                return np.ascontiguousarray(x.permute(0, 2, 3, 1).cpu().numpy())
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise InputError(f"images have shape {tuple(x.shape)}, expected (N, 3, H, W)")
+        x = (x - np.float32(-1.0)) * np.float32(255) / np.float32(2.0)
+        x = np.clip(x + np.float32(0.5), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
 def check_generator(G: object, *, n: int = 2) -> None:
     """Raise :class:`InputError` unless ``G`` implements :class:`Generator`, including the methods' shapes.
 

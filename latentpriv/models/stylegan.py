@@ -43,7 +43,7 @@ from torch import nn
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
 from latentpriv.models.checkpoint import key_problems, short_list
-from latentpriv.models.protocol import StandardNormalZ
+from latentpriv.models.protocol import OfficialPostprocess, StandardNormalZ
 
 #: The official wrapper's defaults (``model_settings.py``): truncation psi and number of truncated layers.
 DEFAULT_TRUNCATION_PSI = 0.7
@@ -412,7 +412,7 @@ class SynthesisNetwork(nn.Module):
 # ------------------------------------------------------------------------------------------ generator
 
 
-class StyleGANGenerator(StandardNormalZ, nn.Module):
+class StyleGANGenerator(StandardNormalZ, OfficialPostprocess, nn.Module):
     """InterFaceGAN-compatible StyleGAN v1 generator implementing latentpriv's generator contract.
 
     Attributes: ``name``, ``resolution``, ``z_dim``, ``w_dim``, ``num_layers`` (W+ layers, 18 at 1024),
@@ -525,27 +525,6 @@ class StyleGANGenerator(StandardNormalZ, nn.Module):
 
     def forward(self, latent: torch.Tensor, space: str = "w", **kwargs) -> torch.Tensor:
         return self.synthesize(latent, space, **kwargs)
-
-    @staticmethod
-    def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
-        """The official postprocess: ``[N,3,H,W]`` raw -> ``uint8 [N,H,W,3]`` (RGB, NHWC).
-
-        ``uint8(clip((x - (-1)) * 255 / 2 + 0.5, 0, 255))``: float32 arithmetic in the official order,
-        then truncation toward zero, exactly like InterFaceGAN's ``postprocess``.
-        """
-        if isinstance(images, torch.Tensor):
-            with torch.no_grad():
-                x = images.detach().to(torch.float32)
-                if x.ndim != 4 or x.shape[1] != 3:
-                    raise InputError(f"images have shape {tuple(x.shape)}, expected (N, 3, H, W)")
-                x = ((x - (-1.0)) * 255 / 2.0 + 0.5).clamp_(0, 255).to(torch.uint8)
-                return np.ascontiguousarray(x.permute(0, 2, 3, 1).cpu().numpy())
-        x = np.asarray(images, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise InputError(f"images have shape {tuple(x.shape)}, expected (N, 3, H, W)")
-        x = (x - np.float32(-1.0)) * np.float32(255) / np.float32(2.0)
-        x = np.clip(x + np.float32(0.5), 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
     def info(self) -> dict:
         """Provenance record: name, family, shape of the model, weights path and sha256."""
