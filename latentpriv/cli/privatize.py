@@ -134,11 +134,12 @@ def privatize(input_path: Path, epsilon: float, output: Path | None, render: Pat
         # a folder: the batch engine (torchrun shards, one shared ledger, verified resume, results.jsonl)
         if as_json:
             raise ConfigError("--json applies to a single file; a folder run writes OUTDIR/results.jsonl")
-        from latentpriv.cli.folder import folder_run
+        from latentpriv.cli.folder import folder_bar, folder_run
 
         with folder_run():
             option_errors(lambda o: task.privatize_dir(input_path, output, o, overwrite=overwrite, warn=warn,
-                                                       render_dir=render, echo=click.echo), options)
+                                                       render_dir=render, echo=click.echo, progress=folder_bar),
+                          options)
         return
     done = option_errors(lambda o: task.privatize_file(o, input_path, output=output, render=render,
                                                        overwrite=overwrite, warn=warn), options)

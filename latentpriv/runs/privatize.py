@@ -587,7 +587,8 @@ def render_released(G: Generator, outdir: Path, render_dir: Path, summary: Batch
 
 def privatize_dir(input_dir: Path, outdir: Path | None, opts: PrivatizeOptions, *, overwrite: bool = False,
                   warn: Warn | None = None, render_dir: Path | None = None,
-                  echo: Callable[..., None] | None = None) -> BatchSummary:
+                  echo: Callable[..., None] | None = None,
+                  progress: Callable[..., Any] | None = None) -> BatchSummary:
     """``latentpriv privatize DIR -o OUTDIR``: every ``.npy`` of DIR, one shared ledger, resumable.
 
     Warnings are shown on rank 0 only. ``render_dir`` (``--render``): after the run, rank 0 renders every
@@ -598,7 +599,7 @@ def privatize_dir(input_dir: Path, outdir: Path | None, opts: PrivatizeOptions, 
     ledger and serves the other ranks (:mod:`latentpriv.privacy.ledger_remote`). However the run ends
     (done, failed, SIGTERM: :class:`BatchInterrupted`, exit 143), the charges left pending are resolved
     before the process group closes: committed where the output reached disk with its recorded sha256,
-    cancelled otherwise. ``echo``: :func:`~latentpriv.runs.engine.run_cli`'s.
+    cancelled otherwise. ``echo``, ``progress``: :func:`~latentpriv.runs.engine.run_cli`'s (report, bar factory).
     """
     from latentpriv.privacy.ledger import Ledger
     from latentpriv.privacy.release import check_ledger_path
@@ -653,7 +654,7 @@ def privatize_dir(input_dir: Path, outdir: Path | None, opts: PrivatizeOptions, 
     try:
         return run_cli(build, Path(input_dir), None if outdir is None else Path(outdir), device=str(opts.device),
                        batch_size=1, overwrite=overwrite, seed=opts.seed,
-                       finish=finish if render_dir is not None else None, echo=echo)
+                       finish=finish if render_dir is not None else None, echo=echo, progress=progress)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
