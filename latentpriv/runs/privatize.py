@@ -16,7 +16,7 @@ import glob
 import logging
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -537,16 +537,22 @@ def check_render_dir(render_dir: Path, input_dir: Path, outdir: Path, *, overwri
     """Up-front checks of ``--render RENDER_DIR`` for a folder run (before anything is written): a folder,
     and, unless ``overwrite``, no images with render names in it while OUTDIR holds no run (the overwrite
     rule: only renders of this output folder's own releases are ever replaced)."""
+    from latentpriv.outputs import check_folder_outputs
+
     render_dir = Path(render_dir)
     if render_dir.exists() and not render_dir.is_dir():
         raise InputError(f"--render {render_dir}: a folder input renders into a folder; give --render RENDER_DIR")
-    if overwrite or not render_dir.is_dir() or (Path(outdir) / RESULTS_NAME).exists():
+    if not render_dir.is_dir():
         return
-    for path in sorted(Path(input_dir).glob("*.npy")):
-        stem = glob.escape(path.stem)
-        for found in (*render_dir.glob(f"{stem}_private.png"), *render_dir.glob(f"{stem}_private_*.png")):
-            raise InputError(f"{found}: already exists and no run has written {outdir}; pass --overwrite to replace "
-                             "it or choose an empty --render folder")
+
+    def existing() -> Iterator[Path]:   # listed only when the rule can refuse
+        for path in sorted(Path(input_dir).glob("*.npy")):
+            stem = glob.escape(path.stem)
+            yield from render_dir.glob(f"{stem}_private.png")
+            yield from render_dir.glob(f"{stem}_private_*.png")
+
+    check_folder_outputs(existing(), overwrite=overwrite, marker=Path(outdir) / RESULTS_NAME,
+                         where=f"and no run has written {outdir}", option="--render")
 
 
 def render_released(G: Generator, outdir: Path, render_dir: Path, summary: BatchSummary, *, space: str | None,
