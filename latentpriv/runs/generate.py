@@ -96,6 +96,56 @@ def _truncation(G, space: str, psi: float | None, layers: int | None, off: bool)
     return psi, layers
 
 
+def _read_latents(latent: Path | None, output: str,
+                  space: str | None) -> tuple[np.ndarray | None, list[tuple[Path, int]] | None, str | None]:
+    """The latent file or folder (None when sampling), checked before the (slow) generator load: the rows
+    (``[N, D]``, ``[N, L, D]`` or a 1-D ``[D]``), in folder mode ``[(file, rows)]`` per latent file (else None),
+    and the space (``"wp"`` for a 3-D latent when none is given). Raises InputError for a shape that does not
+    fit ``space``."""
+    from latentpriv.io import load_npy
+
+    if latent is None:
+        return None, None, space
+    folder = None
+    if latent.is_dir():
+        arr, folder = load_folder(latent, output)
+    else:
+        arr = load_npy(latent)
+    if arr.ndim not in (1, 2, 3):
+        raise InputError(f"{latent}: latent has shape {tuple(arr.shape)}; expected (N, D) or (N, L, D)")
+    if space is None:
+        space = "wp" if arr.ndim == 3 else None
+    elif space.lower() != "wp" and arr.ndim == 3:
+        raise InputError(f"{latent}: a 3-D latent {tuple(arr.shape)} is W+; it does not fit --space {space}")
+    elif space.lower() == "wp" and arr.ndim == 1:
+        raise InputError(f"{latent}: a 1-D latent {tuple(arr.shape)} is not W+ (expected (N, L, D))")
+    return arr, folder, space
+
+
+def _render(G, lat: np.ndarray, paths: list[Path], *, space: str, psi: float | None, layers: int | None,
+            batch_size: int, progress: Callable[..., Any] | None) -> None:
+    """Render ``lat`` (``[N, ...]``) ``batch_size`` rows at a time and save row i as ``paths[i]`` (the
+    generator's uint8 postprocess); ``progress``: :func:`generate`'s bar factory."""
+    import torch
+
+    from latentpriv.io import save_image
+
+    starts = range(0, lat.shape[0], batch_size)
+    bar = None if progress is None else progress(total=len(starts), desc="generate", unit="batch")
+    try:
+        with torch.no_grad():
+            for start in starts:
+                chunk = torch.from_numpy(np.ascontiguousarray(lat[start:start + batch_size]))
+                images = G.to_uint8(G.synthesize(chunk, space, truncation_psi=psi, truncation_layers=layers))
+                for j, img in enumerate(images):
+                    save_image(paths[start + j], img)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 @dataclass
 class Generated:
     """What :func:`generate` wrote: ``n`` images at ``paths`` from generator ``name`` (``resolution`` px),
@@ -127,24 +177,11 @@ def generate(latent: Path | None, output: str, *, weights: str, space: str | Non
     import torch
 
     import latentpriv
-    from latentpriv.io import check_latent, load_npy, save_image, save_npy
+    from latentpriv.io import check_latent, save_npy
+    from latentpriv.outputs import check_outputs
 
     sampling = seed is not None or num is not None
-    arr = None
-    folder: list[tuple[Path, int]] | None = None   # folder mode: (file, rows) per latent file
-    if latent is not None and latent.is_dir():
-        arr, folder = load_folder(latent, output)
-    elif latent is not None:
-        arr = load_npy(latent)  # cheap checks before the (slow) generator load
-    if arr is not None:
-        if arr.ndim not in (1, 2, 3):
-            raise InputError(f"{latent}: latent has shape {tuple(arr.shape)}; expected (N, D) or (N, L, D)")
-        if space is None:
-            space = "wp" if arr.ndim == 3 else None
-        elif space.lower() != "wp" and arr.ndim == 3:
-            raise InputError(f"{latent}: a 3-D latent {tuple(arr.shape)} is W+; it does not fit --space {space}")
-        elif space.lower() == "wp" and arr.ndim == 1:
-            raise InputError(f"{latent}: a 1-D latent {tuple(arr.shape)} is not W+ (expected (N, L, D))")
+    arr, folder, space = _read_latents(latent, output, space)
 
     G = latentpriv.load_generator(weights, device=device)
     if G.device.type == "cuda":
@@ -166,8 +203,6 @@ def generate(latent: Path | None, output: str, *, weights: str, space: str | Non
     psi, layers = _truncation(G, space, truncation_psi, truncation_layers, no_truncation)
     n = lat.shape[0]
     paths = output_paths(output, n) if folder is None else folder_paths(Path(output), folder)
-    from latentpriv.outputs import check_outputs
-
     if save_latent is not None and save_latent.suffix.lower() != ".npy":
         raise InputError(f"--save-latent {save_latent}: latents are written as .npy; "
                          f"use e.g. {save_latent.with_suffix('.npy')}")
@@ -175,20 +210,7 @@ def generate(latent: Path | None, output: str, *, weights: str, space: str | Non
     check_outputs(paths, overwrite=overwrite, inputs=inputs)
     check_outputs([save_latent], overwrite=overwrite, inputs=inputs, option="--save-latent")
 
-    starts = range(0, n, batch_size)
-    bar = None if progress is None else progress(total=len(starts), desc="generate", unit="batch")
-    try:
-        with torch.no_grad():
-            for start in starts:
-                chunk = torch.from_numpy(np.ascontiguousarray(lat[start:start + batch_size]))
-                images = G.to_uint8(G.synthesize(chunk, space, truncation_psi=psi, truncation_layers=layers))
-                for j, img in enumerate(images):
-                    save_image(paths[start + j], img)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+    _render(G, lat, paths, space=space, psi=psi, layers=layers, batch_size=batch_size, progress=progress)
     if save_latent is not None:
         save_npy(save_latent, lat)
     return Generated(n, paths, G.name, int(G.resolution), space, psi, layers)
