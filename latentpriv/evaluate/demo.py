@@ -94,11 +94,9 @@ def _check(G: Generator, boundary: np.ndarray, epsilons: Sequence[float], draws:
 
 def _sample_photo(G: Generator, photo_seed: int) -> np.ndarray:
     """The "photo": uint8 ``[H, W, 3]`` of ``G``'s sample at ``photo_seed`` (its latent is dropped here)."""
-    import torch
+    from latentpriv.evaluate.latents import sample_latents
 
-    z_photo = G.sample_z(1, torch.Generator().manual_seed(int(photo_seed)))
-    with torch.no_grad():
-        return G.to_uint8(G.synthesize(z_photo))[0]
+    return G.to_uint8(_render(G, sample_latents(G, 1, "z", photo_seed), G.device))[0]
 
 
 def _invert_photo(G: Generator, networks: Any, photo: np.ndarray, iterations: int, device: Any):
