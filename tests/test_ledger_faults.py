@@ -76,18 +76,18 @@ def test_failed_writes_charge_nothing_and_the_ledger_stays_readable(tmp_path, mo
 
 
 def test_an_unwritable_output_folder_is_refused_before_any_charge(tmp_path, monkeypatch):
-    import latentpriv.privacy.release as release
+    import latentpriv.outputs as outputs  # the release probes its output folder with outputs.check_writable
 
     faults.make_inputs(tmp_path, 3, dim=64)
 
-    real = release.tempfile.mkstemp
+    real = outputs.tempfile.mkstemp
 
     def read_only(*a, prefix="", **k):   # the output folder refuses new files; the ledger's folder does not
         if prefix.startswith(".latentpriv-probe"):
             raise OSError(errno.EROFS, "Read-only file system")
         return real(*a, prefix=prefix, **k)
 
-    monkeypatch.setattr(release.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(outputs.tempfile, "mkstemp", read_only)
     summary = batch.run_batch(_task(tmp_path), tmp_path / "in", tmp_path / "out")
     assert summary.failed == 3 and all("cannot write there" in e for e in summary.errors.values())
     assert not (tmp_path / "ledger.sqlite").exists() or Ledger(tmp_path / "ledger.sqlite").releases() == []
