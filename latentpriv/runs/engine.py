@@ -61,6 +61,7 @@ from latentpriv.io import (
     npy_bytes,
     save_image,
     save_npy,
+    sha256_bytes,
     sha256_file,
     write_json,
 )
@@ -667,7 +668,7 @@ class _Runner:
             written = False
             try:
                 encoded = {suffix: _encode(path, out.files[suffix]) for suffix, path in paths.items()}
-                hashes = {paths[s].name: hashlib.sha256(b).hexdigest() for s, b in encoded.items()}
+                hashes = {paths[s].name: sha256_bytes(b) for s, b in encoded.items()}
                 write_json(sidecar, self._sidecar_record(item, out, hashes))
                 for suffix, path in paths.items():
                     with atomic_write(path) as fh:
