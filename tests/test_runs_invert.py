@@ -114,3 +114,17 @@ def test_invert_file_and_folder_run_the_same_inversion(tmp_path, synthetic_check
     for rec in (a, b):
         rec.pop("seconds")
     assert a == b
+
+
+def test_under_torchrun_reads_world_size_through_the_distributed_module(monkeypatch):
+    from latentpriv.errors import InputError
+    from latentpriv.runs.invert import under_torchrun
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not under_torchrun()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert under_torchrun()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(InputError, match="WORLD_SIZE='two' is not an integer"):
+        under_torchrun()
