@@ -63,3 +63,21 @@ def test_check_generator_names_what_is_missing():
 def test_model_names_come_from_the_registry():
     assert model_names() == tuple(MODELS)
     assert {"stylegan_ffhq", "dcgan64"} <= set(model_names())
+
+
+def test_canonical_space_is_the_one_space_name_rule():
+    from latentpriv.errors import InputError
+    from latentpriv.models.protocol import canonical_space
+
+    assert [canonical_space(s) for s in ("Z", " w ", "W+", "wp")] == ["z", "w", "wp", "wp"]
+    with pytest.raises(InputError, match="latent space 'x' is not one of z, w, wp"):
+        canonical_space("x")
+
+
+def test_dcgan_and_stylegan_share_the_official_postprocess():
+    """One [-1, 1] -> uint8 for both families (StyleGAN's official float32 order)."""
+    from latentpriv.models.dcgan import DCGAN64Generator
+    from latentpriv.models.protocol import OfficialPostprocess
+    from latentpriv.models.stylegan import StyleGANGenerator
+
+    assert DCGAN64Generator.to_uint8 is StyleGANGenerator.to_uint8 is OfficialPostprocess.to_uint8

@@ -189,12 +189,15 @@ def _read_sidecar(path: Path) -> dict:
 def _norm_space(value: Any, where: str) -> str | None:
     """``z``/``w`` (W+ counts as W); None for a missing or unrecognised value such as ``"unknown"``
     (then the file-name convention decides)."""
+    from latentpriv.models.protocol import canonical_space
+
     if value is None:
         return None
-    v = str(value).lower()
-    if v in ("w+", "wp"):
-        v = "w"
-    return v if v in ("z", "w") else None
+    try:
+        v = canonical_space(value)
+    except InputError:
+        return None
+    return "w" if v == "wp" else v
 
 
 def load_boundary(path: str | os.PathLike, *, name: str | None = None, source: str = "file",

@@ -197,10 +197,7 @@ def moments(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _space_of(G: Generator, space: str | None) -> str:
-    s = str(space if space is not None else G.default_space).strip().lower()
-    s = {"w+": "w", "wp": "w"}.get(s, s)
-    if s not in ("z", "w"):
-        raise InputError(f"latent space {space!r} is not one of z, w, wp")
+    s = _norm_space(space if space is not None else G.default_space)
     if s not in G.latent_spaces:
         raise InputError(f"model {G.name!r} has no {s.upper()} space (it has {', '.join(G.latent_spaces)})")
     return s
@@ -443,11 +440,11 @@ def load_covariance(model, *, space: str, num: int | None = None, heldout_num: i
 
 
 def _norm_space(space: str) -> str:
-    s = str(space).strip().lower()
-    s = {"w+": "w", "wp": "w"}.get(s, s)
-    if s not in ("z", "w"):
-        raise InputError(f"latent space {space!r} is not one of z, w, wp")
-    return s
+    """``"z"`` or ``"w"``: W+ latents share W's covariance (every layer is a W vector)."""
+    from latentpriv.models.protocol import canonical_space
+
+    s = canonical_space(space)
+    return "w" if s == "wp" else s
 
 
 def model_sha256(model) -> str:

@@ -77,6 +77,17 @@ class Generator(Protocol):
         ...
 
 
+def canonical_space(space: Any) -> str:
+    """A latent-space name as ``"z"``, ``"w"`` or ``"wp"`` (case and surrounding blanks ignored, ``"w+"`` is
+    ``"wp"``); :class:`InputError` for anything else. Callers that fold W+ into W (directions, covariance) map
+    ``"wp"`` to ``"w"`` themselves."""
+    s = str(space).strip().lower()
+    s = {"w+": "wp"}.get(s, s)
+    if s not in ("z", "w", "wp"):
+        raise InputError(f"latent space {space!r} is not one of z, w, wp")
+    return s
+
+
 class StandardNormalZ:
     """The contract's :meth:`Generator.sample_z` for families whose Z prior is ``N(0, I_z_dim)`` (a mixin)."""
 

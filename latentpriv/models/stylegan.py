@@ -43,7 +43,7 @@ from torch import nn
 
 from latentpriv.errors import AssetError, CheckpointError, InputError
 from latentpriv.models.checkpoint import key_problems, short_list
-from latentpriv.models.protocol import OfficialPostprocess, StandardNormalZ
+from latentpriv.models.protocol import OfficialPostprocess, StandardNormalZ, canonical_space
 
 #: The official wrapper's defaults (``model_settings.py``): truncation psi and number of truncated layers.
 DEFAULT_TRUNCATION_PSI = 0.7
@@ -483,7 +483,7 @@ class StyleGANGenerator(StandardNormalZ, OfficialPostprocess, nn.Module):
         ``"wp"`` -> as is (never truncated). Truncation is skipped when psi or layers is None.
         Accepted shapes: Z/W ``[N, dim]`` or ``[dim]``; W+ ``[N, L, w_dim]`` or ``[L, w_dim]``.
         """
-        space = _normalise_space(space)
+        space = canonical_space(space)
         x = self._as_latent(latent, space)
         if space == "wp":
             return x
@@ -560,14 +560,6 @@ class StyleGANGenerator(StandardNormalZ, OfficialPostprocess, nn.Module):
                 hint = " (a W+ latent? use space='wp')" if x.ndim == 3 else ""
                 raise InputError(f"{space.upper()} latent has shape {tuple(latent.shape)}, expected (N, {dim}){hint}")
         return x
-
-
-def _normalise_space(space: str) -> str:
-    s = str(space).strip().lower()
-    s = {"w+": "wp"}.get(s, s)
-    if s not in ("z", "w", "wp"):
-        raise InputError(f"latent space {space!r} is not one of z, w, wp")
-    return s
 
 
 def _check_truncation(psi: float | None, layers: int | None, num_layers: int) -> None:
