@@ -479,6 +479,28 @@ def uint8_to_float01(images: np.ndarray) -> Any:
     return torch.from_numpy(np.array(images, dtype=np.uint8, order="C")).permute(0, 3, 1, 2).float() / 255.0
 
 
+class NullBar:
+    """The progress bar of a caller that passed none: a tqdm-like object (``update``, ``close``, a context
+    manager) that draws nothing. :func:`no_bar` is the matching factory."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> NullBar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def no_bar(**_kwargs: Any) -> NullBar:
+    """A tqdm-like factory ``progress(total=, desc=, unit=)`` that draws nothing (the library's default)."""
+    return NullBar()
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     import hashlib

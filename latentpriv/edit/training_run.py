@@ -5,7 +5,6 @@ provenance record. The maths is in :mod:`latentpriv.edit.training`; this module 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import InputError
+from latentpriv.io import no_bar
 
 #: boundary/attribute name -> scorer key of latentpriv.faces.attributes.score_images
 ATTRIBUTE_ALIASES = {"pose": "yaw"}
@@ -76,14 +76,6 @@ def data_from_files(latents_file: Path, scores_file: Path, *, model: str | None,
                         model=model, latents_source=str(latents_file), scores_source=str(scores_file))
 
 
-def _no_bar(**_kwargs: Any) -> contextlib.AbstractContextManager:
-    class _Bar:
-        def update(self, _n: int = 1) -> None:
-            pass
-
-    return contextlib.nullcontext(_Bar())
-
-
 def data_from_model(model: str, attribute: str, *, num: int, seed: int, space: str | None, batch_size: int,
                     device: str, save_samples: Path | None = None,
                     progress: Callable[..., Any] | None = None) -> TrainingData:
@@ -103,7 +95,7 @@ def data_from_model(model: str, attribute: str, *, num: int, seed: int, space: s
     require_dlib()
     G = load_generator(model, device=resolve_device(device))
     space = space or G.default_space
-    with (progress or _no_bar)(total=num, desc=f"sampling and scoring {G.name} (seed {seed})", unit="img") as bar:
+    with (progress or no_bar)(total=num, desc=f"sampling and scoring {G.name} (seed {seed})", unit="img") as bar:
         latents, all_scores = sample_and_score(G, score_images, num, generator=torch.Generator().manual_seed(seed),
                                                batch_size=batch_size, space=space, progress=bar.update)
     if save_samples is not None:

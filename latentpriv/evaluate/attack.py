@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import ConfigError, InputError
+from latentpriv.io import no_bar
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +71,6 @@ FEATURE_CACHE_BYTES = 1 << 30
 Release = Callable[[np.ndarray, float], tuple[np.ndarray, dict]]
 #: ``render(latent [n, ...]) -> uint8 [n, H, W, 3]``
 Render = Callable[[np.ndarray], np.ndarray]
-
-
-class _NullBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _no_bar(**_kwargs: Any) -> _NullBar:
-    return _NullBar()
 
 
 # ------------------------------------------------------------------------------------- the bound
@@ -388,7 +377,7 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
         ``{"epsilon", "attribute", "bound", "guarantee", "label_balance", "adversaries": {name: {"accuracy",
         "ci", "n", "perceived"?}}, "identity": {...}, "lpips_median"}`` (docs/attack.md).
     """
-    bar_factory = progress or _no_bar
+    bar_factory = progress or no_bar
     train_release = train_release or release
     eps_list, dirs, centers = _check_inputs(data, epsilons)
     names = list(data.attributes)
