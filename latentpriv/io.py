@@ -121,6 +121,22 @@ def json_default(obj: Any) -> Any:
     return str(obj)
 
 
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """The JSON record beside ``path`` (``X.json`` for ``X.npy`` or ``X.png``; a ``.json`` path is read itself).
+
+    ``{}`` when there is no such file or it holds JSON that is not an object; :class:`InputError` naming the
+    file when it cannot be read or parsed (the cause chained, for callers that warn and go on instead).
+    """
+    side = Path(path).with_suffix(".json")
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{side}: not valid JSON ({exc}); fix or delete it") from exc
+    return data if isinstance(data, dict) else {}
+
+
 def load_npy(path: str | os.PathLike) -> np.ndarray:
     """Load a ``.npy`` file without ever unpickling; errors name the file, what it holds and the remedy."""
     path = Path(path)

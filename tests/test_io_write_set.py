@@ -62,3 +62,15 @@ def test_npy_bytes_are_np_save_of_the_contiguous_array(tmp_path):
         assert io.npy_bytes(arr) == buf.getvalue()
         io.save_npy(tmp_path / "x.npy", arr)
         assert (tmp_path / "x.npy").read_bytes() == buf.getvalue()
+
+
+def test_read_sidecar(tmp_path):
+    """The record beside a file: {} when absent or not an object, a one-line InputError when unparsable."""
+    assert io.read_sidecar(tmp_path / "a.npy") == {}
+    (tmp_path / "a.json").write_text('{"space": "w"}')
+    assert io.read_sidecar(tmp_path / "a.npy") == io.read_sidecar(tmp_path / "a.json") == {"space": "w"}
+    (tmp_path / "b.json").write_text("[1, 2]")
+    assert io.read_sidecar(tmp_path / "b.png") == {}
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"c\.json: not valid JSON .*; fix or delete it"):
+        io.read_sidecar(tmp_path / "c.npy")

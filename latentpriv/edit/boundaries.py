@@ -19,7 +19,6 @@ arrays; only :func:`load_boundary` / :func:`resolve_attr` / :func:`list_boundari
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import AssetError, InputError
+from latentpriv.io import read_sidecar
 
 __all__ = [
     "ATTRIBUTES",
@@ -175,17 +175,6 @@ def _space_from_name(stem: str) -> str | None:
     return None
 
 
-def _read_sidecar(path: Path) -> dict:
-    side = path.with_suffix(".json")
-    if not side.is_file():
-        return {}
-    try:
-        data = json.loads(side.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{side}: not valid JSON ({exc}); fix or delete it") from exc
-    return data if isinstance(data, dict) else {}
-
-
 def _norm_space(value: Any, where: str) -> str | None:
     """``z``/``w`` (W+ counts as W); None for a missing or unrecognised value such as ``"unknown"``
     (then the file-name convention decides)."""
@@ -209,7 +198,7 @@ def load_boundary(path: str | os.PathLike, *, name: str | None = None, source: s
     path = Path(path)
     arr = load_npy(path)
     vec = verify_direction(arr, name=str(path))
-    meta = _read_sidecar(path)
+    meta = read_sidecar(path)
     sp = (_norm_space(space, str(path)) or _norm_space(meta.get("space", meta.get("latent_space")), str(path))
           or _space_from_name(path.stem))
     return Boundary(name=name or path.stem, vector=vec, space=sp, path=path, sha256=sha256_file(path),
@@ -351,7 +340,7 @@ def list_boundaries() -> list[dict[str, Any]]:
                 continue
             meta = {}
             with contextlib.suppress(InputError):
-                meta = _read_sidecar(p)
+                meta = read_sidecar(p)
             model, attr = _split_name(p.stem)
             out[p.stem] = {"name": p.stem, "model": meta.get("model", model),
                            "attribute": meta.get("attribute", attr),
