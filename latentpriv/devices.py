@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from latentpriv.errors import InputError
@@ -12,7 +10,8 @@ from latentpriv.errors import InputError
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """Turn a user's device string into a :class:`torch.device`.
 
-    ``auto`` picks ``cuda:LOCAL_RANK`` (torchrun) or ``cuda:0`` when CUDA is available, else ``cpu``.
+    ``auto`` picks ``cuda:LOCAL_RANK`` (torchrun's variables as :func:`latentpriv.runs.distributed.env_from`
+    reads and checks them; ``LOCAL_RANK % device_count``) or ``cuda:0`` when CUDA is available, else ``cpu``.
     An explicit ``cuda`` request on a machine without CUDA is an error rather than a silent CPU run.
     """
     if isinstance(spec, torch.device):
@@ -20,8 +19,9 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
-            local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            from latentpriv.runs.distributed import env_from  # runs.distributed builds on this module
+
+            return torch.device("cuda", env_from().local_rank % torch.cuda.device_count())
         return torch.device("cpu")
     try:
         device = torch.device(spec)

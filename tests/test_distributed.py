@@ -102,3 +102,23 @@ def test_missing_rendezvous_address_is_reported(monkeypatch):
     monkeypatch.delenv("MASTER_ADDR", raising=False)
     with pytest.raises(InputError, match="MASTER_ADDR is not set"):
         init_distributed("cpu", environ={"RANK": "0", "WORLD_SIZE": "2"})
+
+
+def test_resolve_device_reads_local_rank_through_env_from(monkeypatch):
+    """devices.resolve_device("auto") takes LOCAL_RANK from the one torchrun parser: a malformed value is a
+    one-line InputError (was a ValueError traceback), a valid one picks cuda:LOCAL_RANK % count."""
+    from latentpriv.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    for key, value in TORCHRUN_RANK3_OF_8.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    monkeypatch.setenv("LOCAL_RANK", "one")
+    with pytest.raises(InputError, match="LOCAL_RANK='one' is not an integer"):
+        resolve_device("auto")
