@@ -105,3 +105,23 @@ def test_sweep_face_fields_without_dlib(monkeypatch):
     assert a["smile_change"] == pytest.approx(a["smile"] - oa["smile"])
     assert b["face_found"] is False and b["identity_distance"] is None and b["same_person"] is None
     assert out["summary"][0]["n_faces"] == 1
+
+
+def test_sweep_silences_only_the_seed_warning_and_takes_delta_from_the_mechanism():
+    """The sweep drops the seed mechanism's per-release warning (its summary records it once) but no other
+    warning; delta reaches the approximate mechanisms (gaussian, seed) only."""
+    import warnings
+
+    from latentpriv.evaluate.metrics import privacy_utility_sweep
+
+    def render(lat):
+        v = np.clip(np.asarray(lat, dtype=np.float64)[:, :1, None, None] * 40 + 128, 0, 255)
+        return np.broadcast_to(v, (len(lat), 16, 16, 3)).astype(np.uint8)
+
+    lat = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
+    n = np.eye(8)[:1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = privacy_utility_sweep(render, lat, n, epsilons=[1.0], mechanisms=["seed", "gaussian", "laplace"],
+                                    attributes=["a"], faces=False, seed=0)
+    assert {r["mechanism"] for r in out["rows"]} == {"seed", "gaussian", "laplace"}

@@ -293,13 +293,16 @@ def _sweep_draw(latents: np.ndarray, directions: np.ndarray, *, mech: str, eps: 
     """One release of every latent at (``mech``, ``eps``): the mechanism's result (``.latent``, ``.record``)."""
     import warnings
 
+    from latentpriv.privacy.coordinate_mechanisms import SeedMechanismWarning, get_mechanism
     from latentpriv.privacy.mechanisms import privatize
 
+    approximate = get_mechanism(mech).approximate   # delta is the mechanism's parameter only where it takes one
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the seed mechanism's warning: recorded in the summary
-        return privatize(latents, directions, epsilon=float(eps),
-                         delta=float(delta) if mech in ("gaussian", "seed") else 0.0, mechanism=mech,
-                         clip_radius=clip_radius, center=center, seed=rng, layers=layers, attributes=attributes)
+        # the seed mechanism's no-guarantee warning, once per release: the summary records it once instead
+        warnings.filterwarnings("ignore", category=SeedMechanismWarning)
+        return privatize(latents, directions, epsilon=float(eps), delta=float(delta) if approximate else 0.0,
+                         mechanism=mech, clip_radius=clip_radius, center=center, seed=rng, layers=layers,
+                         attributes=attributes)
 
 
 def privacy_utility_sweep(render: Callable[[np.ndarray], np.ndarray], latents: np.ndarray, directions: np.ndarray, *,
