@@ -223,10 +223,6 @@ def test_several_settings_are_one_transaction_of_every_release(tmp_path):
         accounted_release(w, d, params=params, noise=OpenDPNoise(), ledger=ledger, commit=lambda *a: None)
 
 
-# where a mechanism is still chosen by name outside its class (being removed by its owner; drop it from here then)
-NAME_BRANCH_PENDING = {"evaluate/metrics.py"}
-
-
 def _name_branches(text: str) -> list[str]:
     """Lines of ``text`` that choose a mechanism by its name: a comparison of a ``mechanism``/``mech`` variable,
     or of anything with a registered mechanism's name as a string literal."""
@@ -249,8 +245,7 @@ def test_no_mechanism_name_branches_outside_the_mechanism_classes():
     import latentpriv
 
     root = Path(latentpriv.__file__).parent
-    skip = {"privacy/coordinate_mechanisms.py", *NAME_BRANCH_PENDING}
-    files = [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).as_posix() not in skip]
+    files = [p for p in sorted(root.rglob("*.py")) if p.relative_to(root).as_posix() != "privacy/coordinate_mechanisms.py"]
     assert len(files) > 50
     found = [f"{p.relative_to(root)}: {line}" for p in files for line in _name_branches(p.read_text())]
     assert found == []
