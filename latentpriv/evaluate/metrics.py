@@ -291,15 +291,11 @@ def _sweep_draw(latents: np.ndarray, directions: np.ndarray, *, mech: str, eps: 
                 clip_radius: float, center: float | np.ndarray, rng: np.random.Generator | None,
                 layers: Sequence[int] | None, attributes: list[str]):
     """One release of every latent at (``mech``, ``eps``): the mechanism's result (``.latent``, ``.record``)."""
-    import warnings
-
-    from latentpriv.privacy.coordinate_mechanisms import SeedMechanismWarning, get_mechanism
-    from latentpriv.privacy.mechanisms import privatize
+    from latentpriv.privacy.coordinate_mechanisms import get_mechanism
+    from latentpriv.privacy.mechanisms import privatize, seed_warning_silenced
 
     approximate = get_mechanism(mech).approximate   # delta is the mechanism's parameter only where it takes one
-    with warnings.catch_warnings():
-        # the seed mechanism's no-guarantee warning, once per release: the summary records it once instead
-        warnings.filterwarnings("ignore", category=SeedMechanismWarning)
+    with seed_warning_silenced():  # the seed mechanism's warning, once per release: the summary records it once
         return privatize(latents, directions, epsilon=float(eps), delta=float(delta) if approximate else 0.0,
                          mechanism=mech, clip_radius=clip_radius, center=center, seed=rng, layers=layers,
                          attributes=attributes)
