@@ -41,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="device for sampling (default cpu)")
     args = parser.parse_args(argv)
 
-    from latentpriv.edit.training_run import write_boundary
     from latentpriv.devices import resolve_device
     from latentpriv.edit.training import boundary_record, sample_and_score, train_boundary
+    from latentpriv.edit.training_run import write_boundary
     from latentpriv.faces.attributes import score_images
     from latentpriv.faces.models import require_dlib
     from latentpriv.models.registry import load_generator
