@@ -258,10 +258,12 @@ def test_mode_checks_delta_rule_and_outputs_come_before_the_work(tmp_path, monke
         report.check_mode(False, samples=3)
     with pytest.raises(ConfigError, match="drop RUN_DIR"):
         report.check_mode(True, run_dir=tmp_path, attrs=["smile"])
-    # delta: the approximate mechanisms' rule (registry), unused by the pure ones
-    report.check_sweep_privacy(["laplace", "rr"], 2.0)
+    # delta: a probability whatever the grid; the approximate mechanisms' own rule (registry) on top
+    report.check_sweep_privacy(["laplace", "rr"], 1e-5)
     with pytest.raises(ConfigError, match="delta = 2 must be < 1"):
-        report.check_sweep_privacy(["laplace", "gaussian"], 2.0)
+        report.check_sweep_privacy(["laplace", "rr"], 2.0)
+    with pytest.raises(ConfigError, match="delta in \\(0, 1\\)"):
+        report.check_sweep_privacy(["laplace", "gaussian"], 0.0)
     monkeypatch.setattr(report, "sweep_model", lambda *a, **k: pytest.fail("the sweep ran"))
     (tmp_path / "s.json").write_text("{}")
     with pytest.raises(InputError, match="already exists; pass --overwrite"):

@@ -404,8 +404,10 @@ def check_mode(sweep: bool, *, run_dir: Path | None = None, original: Path | Non
 def check_sweep_privacy(mechanisms: Sequence[str], delta: float) -> None:
     """The sweep's ``delta`` goes to every approximate-DP mechanism of the grid: check it by their rule
     (:func:`latentpriv.privacy.coordinate_mechanisms.validate_params`; unused by pure ones)."""
+    from latentpriv.privacy.accounting import check_number
     from latentpriv.privacy.coordinate_mechanisms import get_mechanism, validate_params
 
+    check_number("--delta", delta, low=0.0, high=1.0, low_open=False)   # a probability, whichever grid
     for name in mechanisms:
         if get_mechanism(name).approximate:
             validate_params(name, delta)
