@@ -138,3 +138,14 @@ def test_zcdp_delta_against_opendp_and_the_standard_conversion():
         assert rho + 2 * math.sqrt(rho * math.log(1 / delta)) > eps
         assert analytic_gaussian_sigma(eps, delta, 1.0) < s < 1.1 * analytic_gaussian_sigma(eps, delta, 1.0)
     assert zcdp_delta(0.0, 1.0) == 0.0
+
+
+def test_check_epsilons_is_the_one_rule_for_lists_of_budgets():
+    from latentpriv.errors import ConfigError
+    from latentpriv.privacy.accounting import check_epsilons
+
+    assert check_epsilons([0.5, 2]) == [0.5, 2.0]
+    for bad, match in (([], "at least one"), ([1, 0], "must be > 0"), ([float("inf")], "not finite"),
+                       ([float("nan")], "NaN")):
+        with pytest.raises(ConfigError, match=match):
+            check_epsilons(bad, name="--epsilons")

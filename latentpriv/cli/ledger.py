@@ -51,9 +51,10 @@ def show(input_path: Path | None, ledger_path: Path | None, space: str | None, m
     led = Ledger(ledger_path)
     latent = sp = None
     if input_path is not None and led.path.exists():
-        from latentpriv.cli.privatize import load_latent_input
+        from latentpriv.cli.options import warn
+        from latentpriv.io import load_latent_input
 
-        inp = load_latent_input(input_path, space=space, model=model)
+        inp = load_latent_input(input_path, space=space, model=model, warn=warn)
         latent, sp = inp.latent, inp.space
     reports = face_reports(led, latent=latent, space=sp, model=model, subject=subject, label=label)
     if as_json:

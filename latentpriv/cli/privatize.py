@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import click
 
 from latentpriv.cli.options import option_errors, warn
 from latentpriv.errors import ConfigError
-from latentpriv.io import LatentInput
 from latentpriv.privacy.mechanisms import DEFAULT_MAX_NORM, MECHANISMS
 from latentpriv.runs import privatize as task
 
@@ -23,13 +21,6 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------- shared helpers
-
-
-def load_latent_input(path: Path, *, space: str | None, model: str, generator: Any | None = None) -> LatentInput:
-    """:func:`latentpriv.io.load_latent_input` with its warnings on the console."""
-    from latentpriv.io import load_latent_input as load
-
-    return load(path, space=space, model=model, generator=generator, warn=warn)
 
 
 def privacy_options(f):

@@ -439,9 +439,9 @@ def run_attack(data: AttackData, *, epsilons: Sequence[float], release: Release,
 
 def _check_inputs(data: AttackData, epsilons: Sequence[float]) -> tuple[list[float], np.ndarray, np.ndarray]:
     """The epsilons as floats, the directions ``float64 [k, D]`` and the centres ``[k]``; raises on bad input."""
-    eps_list = [float(e) for e in epsilons]
-    if not eps_list or any(not (e > 0 and math.isfinite(e)) for e in eps_list):
-        raise ConfigError(f"epsilons: give positive finite numbers, got {list(epsilons)}")
+    from latentpriv.privacy.accounting import check_epsilons
+
+    eps_list = check_epsilons(epsilons)
     dirs = np.asarray(data.directions, dtype=np.float64)
     centers = np.broadcast_to(np.asarray(data.centers, dtype=np.float64), (dirs.shape[0],))
     n_test, n_train = int(data.test.shape[0]), int(data.train.shape[0])

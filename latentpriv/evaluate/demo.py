@@ -18,7 +18,6 @@ and ``DIR/report.json``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,9 +77,9 @@ class DemoResult:
 
 def _check(G: Generator, boundary: np.ndarray, epsilons: Sequence[float], draws: int) -> tuple[tuple[float, ...], np.ndarray]:
     """Validated ``(epsilons, unit boundary [1, z_dim] float64)``."""
-    eps = tuple(float(e) for e in epsilons)
-    if not eps or any(not (math.isfinite(e) and e > 0) for e in eps):
-        raise InputError(f"--epsilons {','.join(map(str, epsilons))}: give positive numbers, e.g. 0.5,1,2,5")
+    from latentpriv.privacy.accounting import check_epsilons
+
+    eps = tuple(check_epsilons(epsilons, name="--epsilons"))
     if draws < 1:
         raise InputError(f"--draws {draws}: need at least 1")
     if G.default_space != "z" or "z" not in G.latent_spaces:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from numbers import Real
 
 # How a gaussian release's sigma was set (a record's noise.calibration, a dither's calibration):
@@ -75,6 +76,17 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     if high is not None and (v > high or (high_open and v == high)):
         raise ConfigError(f"{name} = {v:g} must be {'<' if high_open else '<='} {high:g}")
     return v
+
+
+def check_epsilons(values: Sequence[float], *, name: str = "epsilons") -> list[float]:
+    """A non-empty list of privacy budgets, each > 0 and finite (:func:`check_number`); raises
+    :class:`~latentpriv.errors.ConfigError` naming ``name`` otherwise."""
+    from latentpriv.errors import ConfigError
+
+    values = list(values)
+    if not values:
+        raise ConfigError(f"{name}: give at least one epsilon, e.g. 0.5,1,2,4")
+    return [check_number(f"{name} value", v, low=0.0) for v in values]
 
 
 def _log_phi(x: float) -> float:
