@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from latentpriv.cli.options import THREADS_HELP, parse_epsilons, torch_threads
+from latentpriv.cli.options import THREADS_HELP, bytes_bar, parse_epsilons, torch_threads
 from latentpriv.evaluate.demo import DEFAULT_ITERATIONS, FAST_ITERATIONS, PHOTO_SEED
 
 
@@ -51,7 +51,8 @@ def demo(out_dir: Path, epsilons: str, draws: int, iterations: int | None, fast:
     iters = iterations if iterations is not None else (FAST_ITERATIONS if fast else DEFAULT_ITERATIONS)
     with torch_threads(threads):  # the policy of every compute command (latentpriv/cli/options.py)
         report = demo_files(out_dir, epsilons=eps, draws=draws, iterations=iters, photo_seed=photo_seed,
-                            device=device, say=lambda msg: click.echo(msg, err=True), t_start=t_start)
+                            device=device, say=lambda msg: click.echo(msg, err=True), t_start=t_start,
+                            fetch_progress=bytes_bar)
     _what_to_look_at(report, eps)
 
 

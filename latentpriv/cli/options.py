@@ -126,3 +126,10 @@ def parse_split(value: str | None) -> list[float] | None:
     from latentpriv.runs.privatize import parse_split as parse
 
     return option_errors(parse, value)
+
+
+def bytes_bar(**kwargs: Any) -> Any:
+    """A download's progress bar (the library draws none itself): bytes in KiB/MiB, not left behind."""
+    from tqdm.auto import tqdm
+
+    return tqdm(unit_scale=True, unit_divisor=1024, leave=False, **kwargs)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from latentpriv.cli.options import bytes_bar
 from latentpriv.errors import AssetError
 
 LIST_EPILOG = """\b
@@ -87,15 +88,8 @@ def fetch_cmd(names: tuple[str, ...], force: bool, dest: Path | None, timeout: f
     for name in names:
         assets.get_asset(name)  # unknown names fail before any download
     for name in names:
-        path = assets.fetch(name, dest_dir=dest, force=force, timeout=timeout, progress=_bytes_bar)
+        path = assets.fetch(name, dest_dir=dest, force=force, timeout=timeout, progress=bytes_bar)
         click.echo(f"{name}: {path}")
-
-
-def _bytes_bar(**kwargs):
-    """The download's bar (the library draws none itself): bytes in KiB/MiB, not left behind."""
-    from tqdm.auto import tqdm
-
-    return tqdm(unit_scale=True, unit_divisor=1024, leave=False, **kwargs)
 
 
 @weights.command("verify", epilog=VERIFY_EPILOG)

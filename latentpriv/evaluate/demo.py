@@ -384,8 +384,9 @@ def summary_image(result: DemoResult, *, scale: int = 4) -> np.ndarray:
 # ------------------------------------------------------------------------------------- files
 
 
-def ensure_assets(names: Sequence[str], say: Say) -> list[str]:
-    """Fetch each missing asset through the registry (saying so); return the names fetched."""
+def ensure_assets(names: Sequence[str], say: Say, *, progress: Any = None) -> list[str]:
+    """Fetch each missing asset through the registry (saying so); return the names fetched. ``progress``:
+    a bar factory for the bytes (:data:`latentpriv.assets.Progress`), or None."""
     from latentpriv import assets
 
     fetched = []
@@ -395,15 +396,16 @@ def ensure_assets(names: Sequence[str], say: Say) -> list[str]:
         a = assets.get_asset(name)
         say(f"{name} ({a.description}) is not on this machine: fetching it once through the asset "
             f"registry into {assets.fetch_dir()} ...")
-        assets.fetch(name)   # no byte bar: the library draws none (say() above tells the user)
+        assets.fetch(name, progress=progress)
         fetched.append(name)
     return fetched
 
 
 def demo_files(out_dir: Path, *, epsilons: Sequence[float], draws: int, iterations: int, photo_seed: int,
-               device: str, say: Say, t_start: float | None = None) -> dict[str, Any]:
+               device: str, say: Say, t_start: float | None = None, fetch_progress: Any = None) -> dict[str, Any]:
     """Fetch missing weights, load the models, :func:`run_demo`, write ``out_dir/summary.png`` and
-    ``out_dir/report.json``; return the report as written. ``say`` gets progress and notes for the user."""
+    ``out_dir/report.json``; return the report as written. ``say`` gets progress and notes for the user;
+    ``fetch_progress``: a bar factory for the bytes of a download (None: no bar)."""
     import torch
 
     from latentpriv.devices import resolve_device
@@ -415,7 +417,7 @@ def demo_files(out_dir: Path, *, epsilons: Sequence[float], draws: int, iteratio
 
     t_start = time.perf_counter() if t_start is None else t_start
     t0 = time.perf_counter()
-    fetched = ensure_assets(ASSETS, say)
+    fetched = ensure_assets(ASSETS, say, progress=fetch_progress)
     t_fetch = time.perf_counter() - t0
     try:
         boundary = resolve_attr(ATTRIBUTE, model=MODEL, space="z")
