@@ -104,14 +104,6 @@ def parse_split(value: str | None) -> list[float] | None:
         raise OptionValueError("--epsilon-split", f"{value!r}: give comma-separated weights, e.g. 2,1") from None
 
 
-def validate_common(mechanism: str, delta: float | None, max_epsilon: float | None) -> float:
-    """The delta to pass on (0.0 when absent); ConfigError for a delta the mechanism needs or refuses, or a
-    bad ``--max-epsilon`` (the mechanism's own rule: :func:`~latentpriv.privacy.coordinate_mechanisms.validate_params`)."""
-    from latentpriv.privacy.coordinate_mechanisms import validate_params
-
-    return validate_params(mechanism, delta, max_epsilon=max_epsilon)
-
-
 @dataclass(frozen=True)
 class PrivatizeOptions:
     """The ``privatize`` command's options, as given (``center``, ``epsilon_split`` and ``layers`` unparsed:
@@ -240,10 +232,12 @@ class Privatizer:
     """
 
     def __init__(self, opts: PrivatizeOptions, *, generator: Any = None, warn: Warn | None = None) -> None:
+        from latentpriv.privacy.coordinate_mechanisms import validate_params
         from latentpriv.privacy.release import ReleaseParams
 
         self.opts, self.G, self.warn = opts, generator, warn
-        self.delta = validate_common(opts.mechanism, opts.delta, opts.max_epsilon)
+        # the mechanism's own rule for delta (0.0 when absent) and --max-epsilon
+        self.delta = validate_params(opts.mechanism, opts.delta, max_epsilon=opts.max_epsilon)
         self.decorrelate = release_decorrelate(opts.mechanism, opts.decorrelate)
         self.center = parse_center(opts.center)
         self.layers = parse_layers(opts.layers)
