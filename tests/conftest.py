@@ -99,12 +99,19 @@ def synthetic_checkpoint_1024(_checkpoint_cache) -> Path:
 
 
 @pytest.fixture
-def ifg_home(monkeypatch, tmp_path) -> Path:
-    assert IFG_BOUNDARIES.is_dir(), f"{IFG_BOUNDARIES} missing (package data)"
-    (tmp_path / "home").mkdir(exist_ok=True)
+def isolated(tmp_path, monkeypatch) -> Path:
+    """No real user cache or latentpriv home is touched: ``LATENTPRIV_HOME`` is ``tmp_path/home``,
+    ``XDG_CACHE_HOME`` is ``tmp_path/cache`` and the cwd is ``tmp_path`` (returned)."""
     monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def ifg_home(isolated) -> Path:
+    assert IFG_BOUNDARIES.is_dir(), f"{IFG_BOUNDARIES} missing (package data)"
+    (isolated / "home").mkdir(exist_ok=True)
     return IFG_BOUNDARIES
 
 

@@ -26,15 +26,6 @@ def server():
 
 
 @pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """No real user cache/home is touched; cwd is a temp folder."""
-    monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-@pytest.fixture
 def register(monkeypatch):
     assets._ensure_builtin()
 

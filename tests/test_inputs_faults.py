@@ -364,13 +364,10 @@ def evil():
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LATENTPRIV_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
+def home(isolated, monkeypatch):
     monkeypatch.setattr(assets, "RETRY_BACKOFF_S", 0.1)
     assets._ensure_builtin()
-    return tmp_path / "home"
+    return isolated / "home"
 
 
 def _asset(monkeypatch, url: str, *, size: int | None = len(GOOD), sha256: str | None = None) -> str:
