@@ -91,33 +91,29 @@ def faces_to_attack(G: Generator, s: AttackSettings, warn: Callable[[str], None]
     return test, sp, {"samples": s.num, "seed_stream": "numpy SeedSequence(seed)[0]"}
 
 
-def _quiet(fn: Callable[[], Any]) -> Any:
-    from latentpriv.privacy.mechanisms import seed_warning_silenced
-
-    with seed_warning_silenced():   # said once by the caller, not once per release
-        return fn()
-
-
 def _releases(s: AttackSettings, dirs: np.ndarray, centers: np.ndarray, names: list[str], covariance: Any,
               seeds: np.ndarray) -> tuple[Callable, Callable]:
     """``(release, train_release)``: latent, epsilon -> (private latent, record). The test faces' release
     draws OpenDP noise (seeded numpy with ``seed_noise``) and, with a ledger, goes through the accounted
     release (pending charge, draw, commit); the adversaries simulate it on their own faces with seeded noise."""
-    from latentpriv.privacy.mechanisms import privatize
+    from latentpriv.privacy.mechanisms import privatize, seed_warning_silenced
     from latentpriv.privacy.noise import make_noise_source
 
+    # the seed mechanism's warning is said once by the caller, not once per release
     common = dict(delta=s.delta, mechanism=s.mechanism, clip_radius=s.clip_radius, center=centers,
                   attributes=names, covariance=covariance)
     noise = make_noise_source(np.random.default_rng(int(seeds[3])) if s.seed_noise else None)
     train_noise = make_noise_source(np.random.default_rng(int(seeds[2])))
 
     def train_release(latent: np.ndarray, epsilon: float):
-        r = _quiet(lambda: privatize(latent, dirs, epsilon=epsilon, noise=train_noise, **common))
+        with seed_warning_silenced():
+            r = privatize(latent, dirs, epsilon=epsilon, noise=train_noise, **common)
         return np.asarray(r.latent), r.record
 
     if s.ledger_path is None:
         def release(latent: np.ndarray, epsilon: float):
-            r = _quiet(lambda: privatize(latent, dirs, epsilon=epsilon, noise=noise, **common))
+            with seed_warning_silenced():
+                r = privatize(latent, dirs, epsilon=epsilon, noise=noise, **common)
             return np.asarray(r.latent), r.record
         return release, train_release
 
@@ -128,9 +124,9 @@ def _releases(s: AttackSettings, dirs: np.ndarray, centers: np.ndarray, names: l
 
     def accounted(latent: np.ndarray, epsilon: float):
         params = ReleaseParams(mechanism=s.mechanism, epsilon=epsilon, delta=s.delta, clip_radius=s.clip_radius)
-        r = _quiet(lambda: accounted_release(latent, dirs, params=params, noise=noise, ledger=ledger,
-                                            center=centers, attributes=names, covariance=covariance,
-                                            ledger_info={"command": "attack"}))
+        with seed_warning_silenced():
+            r = accounted_release(latent, dirs, params=params, noise=noise, ledger=ledger, center=centers,
+                                  attributes=names, covariance=covariance, ledger_info={"command": "attack"})
         return r.latent, r.record
     return accounted, train_release
 
