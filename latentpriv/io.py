@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from latentpriv.errors import InputError
-from latentpriv.models import registry as _registry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
@@ -213,8 +212,6 @@ _EXIF_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 
                    6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 
 
-#: default latent space of a model when neither --space nor a loaded generator says otherwise (from the registry)
-MODEL_DEFAULT_SPACE = {name: str(_registry.model_default_space(name)) for name in _registry.model_names()}
 
 
 @dataclass
@@ -242,7 +239,9 @@ def infer_space(arr: np.ndarray, space: str | None, model: str, generator: Any |
         return "wp"
     if generator is not None:
         return str(generator.default_space)
-    return MODEL_DEFAULT_SPACE.get(model, "w")
+    from latentpriv.models.registry import model_default_space
+
+    return model_default_space(model) or "w"   # a registered model's own; "w" for a checkpoint file
 
 
 def load_latent_input(path: Path, *, space: str | None, model: str, generator: Any | None = None,
