@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -188,15 +187,13 @@ def compare_items(run_dir: Path | None, original: Path | None, recon: Path | Non
 
 def sidecar_record(image: Path, warn: Warn) -> dict:
     """privatize's / invert's JSON record beside ``image`` (``X.json`` for ``X.png``), if readable."""
-    p = image.with_suffix(".json")
-    if not p.is_file():
-        return {}
+    from latentpriv.io import read_sidecar
+
     try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        warn(f"{p}: unreadable record ({exc}); ignoring it")
+        return read_sidecar(image)
+    except InputError as exc:   # warn and go on: a record is optional here
+        warn(f"{image.with_suffix('.json')}: unreadable record ({exc.__cause__}); ignoring it")
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def latent_coordinates(latent: np.ndarray, boundaries: list) -> dict[str, float]:
