@@ -223,6 +223,30 @@ def test_sweep_grid_and_ledger(env, fake_generator):
     assert r.exit_code == 2 and "epsilon 0 must be a positive" in r.output
 
 
+def test_sweep_on_a_full_disk_writes_nothing_and_charges_nothing(env, fake_generator, monkeypatch):
+    """The grid and its record are one write set: the second temp file's fsync reports a full disk, so
+    neither file lands, no temp file stays, and the sweep's pending charges are cancelled."""
+    import errno
+    import os
+
+    real, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:   # one of the two temp files is complete, the other is not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    r = CliRunner().invoke(cli, ["sweep", "w.npy", "--attr", "smile", "--epsilons", "0.5,2", "--samples", "2",
+                                 "-o", "grid.png", "--cell", "24"])
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert r.exit_code != 0 and len(errors) == 1 and "No space left on device" in errors[0], r.output
+    assert not (env / "grid.png").exists() and not (env / "grid.json").exists()
+    assert not list(env.glob(".grid*"))
+    assert _charges(env) == []
+
+
 def test_render_and_sweep_with_a_real_generator(env, synthetic_checkpoint):
     """The generator contract end to end: synthetic StyleGAN weights at 32 px."""
     ckpt = synthetic_checkpoint(env, resolution=32, fmap_max=32)  # narrow: fast on 2 cores
